@@ -1,0 +1,20 @@
+//! # r1kit
+//!
+//! Fast, exact hot loops for LLM reinforcement learning, with a Rust core on libtorch and Python
+//! bindings (`r1kit._core`, behind the `python` feature).
+//!
+//! Areas:
+//! - [`schedule`]: ZeroSearch's noise curriculum and deterministic noise draws.
+//! - [`tensor`]: validation, raw CPU views and the CPU / device path switch shared by all areas.
+//! - [`parallel`]: r1kit's fork-safe rayon pool (`R1KIT_NUM_THREADS`).
+//! - [`error`]: the crate's one error enum.
+
+pub mod error;
+pub mod parallel;
+pub mod schedule;
+pub mod tensor;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use error::{Error, Result};
