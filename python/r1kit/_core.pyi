@@ -1,0 +1,57 @@
+"""Type stubs of r1kit's Rust extension. Users call the wrappers in ``r1kit``, not this module."""
+
+from collections.abc import Sequence
+
+import torch
+
+def set_num_threads(n: int) -> None:
+    """Sets the size of r1kit's thread pool for this process."""
+
+def get_num_threads() -> int:
+    """Returns the size of r1kit's thread pool for this process."""
+
+def hash_key(key: int | str) -> int:
+    """The int64 a key stands for in noise draws (strings: FNV-1a 64 + SplitMix64 finaliser)."""
+
+def _roundtrip(tensor: torch.Tensor) -> torch.Tensor:
+    """Passes a tensor through the Rust bridge and back; the result shares its storage."""
+
+def _tensor_info(tensor: torch.Tensor) -> tuple[list[int], str, str, int]:
+    """(shape, dtype name, device name, data address) as the Rust side sees the tensor."""
+
+class NoiseSchedule:
+    """ZeroSearch's curriculum noise schedule (see ``r1kit.curriculum.NoiseSchedule``)."""
+
+    def __init__(
+        self,
+        start: float,
+        end: float,
+        total_steps: int,
+        base: float | None = None,
+        kind: str | None = None,
+    ) -> None: ...
+    @property
+    def start(self) -> float: ...
+    @property
+    def end(self) -> float: ...
+    @property
+    def total_steps(self) -> int: ...
+    @property
+    def base(self) -> float: ...
+    @property
+    def kind(self) -> str: ...
+    def probability(self, step: int) -> float:
+        """Noise probability at one step."""
+    def probabilities(
+        self, steps: torch.Tensor | Sequence[int], path: str | None = None
+    ) -> torch.Tensor:
+        """float64 probabilities for an integer tensor of steps."""
+    def draw_noisy(
+        self,
+        step: int,
+        keys: object,
+        turns: int | torch.Tensor | Sequence[int] | None = None,
+        seed: int | None = None,
+        path: str | None = None,
+    ) -> torch.Tensor:
+        """One deterministic Bernoulli(p(step)) draw per key."""

@@ -1,0 +1,88 @@
+//! The torch.Tensor <-> tch::Tensor bridge: zero-copy both ways, errors instead of `None`.
+//!
+//! `tch::Tensor::pyobject_unpack` gives a new `at::Tensor` handle on the same `TensorImpl` (same
+//! storage, same autograd metadata); `pyobject_wrap` does the reverse. Nothing is copied.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyTuple};
+use tch::{Device, Tensor};
+
+use super::args::{self, type_name};
+use crate::error::{Error, Result};
+use crate::tensor::TensorPath;
+
+/// Borrows the `torch.Tensor` in `obj` as a tch tensor, or names `arg` in a type error.
+pub fn tensor_arg(obj: &Bound<'_, PyAny>, arg: &str) -> Result<Tensor> {
+    // SAFETY: `obj` is a live Python object (we hold a reference and the GIL); torch is imported in
+    // module init, so THPVariable's type object exists for the check.
+    let unpacked = unsafe { Tensor::pyobject_unpack(obj.as_ptr() as *mut tch::python::CPyObject) };
+    match unpacked {
+        Ok(Some(t)) => Ok(t),
+        Ok(None) => Err(Error::type_(arg, "a torch.Tensor", type_name(obj))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// True when `obj` is a torch.Tensor.
+pub fn is_tensor(obj: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: as in `tensor_arg`.
+    matches!(unsafe { tch::python::pyobject_check(obj.as_ptr() as *mut tch::python::CPyObject) }, Ok(true))
+}
+
+/// Hands a tch tensor to Python as a `torch.Tensor` sharing its storage.
+pub fn to_python(py: Python<'_>, t: Tensor) -> PyResult<Bound<'_, PyAny>> {
+    let ptr = t.pyobject_wrap().map_err(Error::from)?;
+    // SAFETY: THPVariable_Wrap returns a new reference or null with a Python error set.
+    unsafe { Bound::from_owned_ptr_or_err(py, ptr as *mut pyo3::ffi::PyObject) }
+}
+
+/// An integer tensor argument given as a tensor, or as a list/tuple of ints (made a CPU tensor).
+pub fn int_tensor_arg(obj: &Bound<'_, PyAny>, arg: &str) -> Result<Tensor> {
+    if is_tensor(obj) {
+        return tensor_arg(obj, arg);
+    }
+    let items = if let Ok(list) = obj.cast::<PyList>() {
+        list.iter().collect::<Vec<_>>()
+    } else if let Ok(tuple) = obj.cast::<PyTuple>() {
+        tuple.iter().collect::<Vec<_>>()
+    } else {
+        return Err(Error::type_(arg, "a torch.Tensor or a list of ints", type_name(obj)));
+    };
+    let values = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| args::int(item, &format!("{arg}[{i}]")))
+        .collect::<Result<Vec<i64>>>()?;
+    Ok(Tensor::f_from_slice(&values)?)
+}
+
+/// The `path=` argument: None or "auto" | "cpu" | "device".
+pub fn path_arg(obj: Option<&Bound<'_, PyAny>>) -> Result<TensorPath> {
+    match obj {
+        None => Ok(TensorPath::Auto),
+        Some(o) if o.is_none() => Ok(TensorPath::Auto),
+        Some(o) => TensorPath::parse(&args::string(o, "path")?),
+    }
+}
+
+/// Device name for messages and tests.
+pub fn device_str(d: Device) -> String {
+    crate::tensor::device_name(d)
+}
+
+/// Passes a tensor through the bridge and back (tests use it to prove zero-copy).
+#[pyfunction]
+#[pyo3(signature = (tensor))]
+pub fn _roundtrip<'py>(py: Python<'py>, tensor: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let t = tensor_arg(tensor, "tensor")?;
+    to_python(py, t)
+}
+
+/// What the Rust side sees of a tensor: (shape, dtype, device, data address).
+#[pyfunction]
+#[pyo3(signature = (tensor))]
+pub fn _tensor_info(tensor: &Bound<'_, PyAny>) -> PyResult<(Vec<i64>, String, String, usize)> {
+    let t = tensor_arg(tensor, "tensor")?;
+    let kind = crate::tensor::kind_of(&t, "tensor")?;
+    Ok((t.size(), crate::tensor::kind_name(kind), device_str(t.device()), t.data_ptr() as usize))
+}
