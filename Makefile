@@ -24,7 +24,8 @@ CARGO_TEST_ENV = LD_LIBRARY_PATH=$(TORCH_LIB)$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_P
 STAMP := $(VENV)/.r1kit-deps
 SOURCES := $(shell find src python -type f \( -name '*.rs' -o -name '*.py' -o -name '*.pyi' \)) Cargo.toml pyproject.toml
 
-.PHONY: help setup build test test-rust test-python lint fmt bench wheel clean
+
+.PHONY: help setup test test-rust test-python lint fmt bench wheel clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -32,17 +33,17 @@ help: ## List the targets
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch first: the Rust build links the libtorch inside it. The dev extra comes with r1kit below.
+	@# torch first: the Rust build links the libtorch inside it. The dev extra comes with r1kit below.
 	$(BIN)/python -m pip install --quiet "torch==2.13.0" "maturin>=1.7,<2"
 	touch $(STAMP)
 
-$(VENV)/.r1kit-built: $(STAMP) $(SOURCES)
-	$(BIN)/maturin develop --release --extras dev
-	touch $@
-
-setup: $(VENV)/.r1kit-built ## Create the venv (torch 2.13.0, dev tools) and build r1kit into it (idempotent)
-
-build: setup ## Alias of setup: rebuild the extension after source changes
+BUILT := $(VENV)/.r1kit-built
+setup: $(STAMP) ## Create the venv (torch 2.13.0, dev extra) and build r1kit into it (idempotent)
+	@# Rebuild when the sources changed or the venv's editable install points at another checkout.
+	@if [ ! -f $(BUILT) ] || [ "$$(cat $(BUILT))" != "$(CURDIR)" ] \
+	    || [ -n "$$(find $(SOURCES) -newer $(BUILT) -print -quit)" ]; then \
+	  $(BIN)/maturin develop --release --extras dev && echo "$(CURDIR)" > $(BUILT); \
+	else echo "r1kit is up to date in $(VENV)"; fi
 
 fmt: ## Format Rust and Python sources
 	cargo fmt

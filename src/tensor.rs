@@ -162,6 +162,24 @@ fn check_cpu_view<T: Element>(t: &Tensor, arg: &str) -> Result<()> {
     Ok(())
 }
 
+/// The tensor's data address, or an error for tensors without storage (fake, meta, ...).
+///
+/// tch's `data_ptr` panics when libtorch refuses; this goes to the C API and reports instead.
+pub fn data_ptr(t: &Tensor, arg: &str) -> Result<*mut std::ffi::c_void> {
+    // SAFETY: `t` is a live tensor handle; the error string, if any, is ours to free.
+    unsafe {
+        let ptr = torch_sys::at_data_ptr(t.as_ptr() as *mut torch_sys::C_tensor);
+        let err = torch_sys::get_and_reset_last_err();
+        if err.is_null() {
+            return Ok(ptr);
+        }
+        let msg = std::ffi::CStr::from_ptr(err).to_string_lossy().into_owned();
+        libc::free(err as *mut libc::c_void);
+        let first = msg.lines().next().unwrap_or("").trim().to_string();
+        Err(Error::value(arg, "a tensor with readable storage", format!("one libtorch cannot read ({first})")))
+    }
+}
+
 /// Borrows a contiguous CPU tensor's memory as a slice.
 ///
 /// Fails (never panics) on a wrong device, dtype or layout.
@@ -171,9 +189,10 @@ pub fn cpu_slice<'a, T: Element>(t: &'a Tensor, arg: &str) -> Result<&'a [T]> {
     if n == 0 {
         return Ok(&[]);
     }
+    let ptr = data_ptr(t, arg)? as *const T;
     // SAFETY: the tensor is a contiguous CPU tensor of element type T with n elements; the slice
     // borrows `t`, which keeps the storage alive.
-    Ok(unsafe { std::slice::from_raw_parts(t.data_ptr() as *const T, n) })
+    Ok(unsafe { std::slice::from_raw_parts(ptr, n) })
 }
 
 /// Borrows a contiguous CPU tensor's memory mutably.
@@ -185,8 +204,9 @@ pub fn cpu_slice_mut<'a, T: Element>(t: &'a mut Tensor, arg: &str) -> Result<&'a
     if n == 0 {
         return Ok(&mut []);
     }
+    let ptr = data_ptr(t, arg)? as *mut T;
     // SAFETY: as in `cpu_slice`; `&mut Tensor` plus the "freshly allocated" contract give exclusivity.
-    Ok(unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut T, n) })
+    Ok(unsafe { std::slice::from_raw_parts_mut(ptr, n) })
 }
 
 /// A new, uninitialised CPU tensor of `n` elements of type `T`.

@@ -17,10 +17,38 @@ pub fn tensor_arg(obj: &Bound<'_, PyAny>, arg: &str) -> Result<Tensor> {
     // module init, so THPVariable's type object exists for the check.
     let unpacked = unsafe { Tensor::pyobject_unpack(obj.as_ptr() as *mut tch::python::CPyObject) };
     match unpacked {
-        Ok(Some(t)) => Ok(t),
+        Ok(Some(t)) => {
+            check_supported(obj, arg)?;
+            Ok(t)
+        }
         Ok(None) => Err(Error::type_(arg, "a torch.Tensor", type_name(obj))),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Refuses what r1kit's kernels cannot read: sparse or nested tensors, and devices other than
+/// CPU and CUDA (tch reports meta tensors as MPS, so this is checked on the Python side).
+fn check_supported(obj: &Bound<'_, PyAny>, arg: &str) -> Result<()> {
+    let attr = |name: &str| -> Result<String> {
+        let value = obj.getattr(name).map_err(|_| Error::type_(arg, "a torch.Tensor", type_name(obj)))?;
+        Ok(value.str().map(|s| s.to_string()).unwrap_or_default())
+    };
+    let device_type = obj
+        .getattr("device")
+        .and_then(|d| d.getattr("type"))
+        .map(|t| t.to_string())
+        .map_err(|_| Error::type_(arg, "a torch.Tensor", type_name(obj)))?;
+    if device_type != "cpu" && device_type != "cuda" {
+        return Err(Error::device(arg, "a CPU or CUDA tensor", format!("a tensor on {device_type}")));
+    }
+    let layout = attr("layout")?;
+    if layout != "torch.strided" {
+        return Err(Error::type_(arg, "a dense (torch.strided) tensor", format!("layout {layout}")));
+    }
+    if attr("is_nested")? == "True" {
+        return Err(Error::type_(arg, "a dense tensor", "a nested tensor"));
+    }
+    Ok(())
 }
 
 /// True when `obj` is a torch.Tensor.
