@@ -11,9 +11,16 @@ fn draw_noisy(c: &mut Criterion) {
     let keys = Tensor::arange(n, (Kind::Int64, Device::Cpu));
     let mut group = c.benchmark_group("draw_noisy_1M");
     group.throughput(Throughput::Elements(n as u64));
-    for (name, path) in [("cpu_path", TensorPath::Cpu), ("device_path_on_cpu", TensorPath::Device)] {
+    for (name, path) in [
+        ("cpu_path", TensorPath::Cpu),
+        ("device_path_on_cpu", TensorPath::Device),
+    ] {
         group.bench_function(name, |b| {
-            b.iter(|| schedule.draw_noisy(100, &keys, &Turns::All(0), 0, path).unwrap())
+            b.iter(|| {
+                schedule
+                    .draw_noisy(100, &keys, &Turns::All(0), 0, path)
+                    .unwrap()
+            })
         });
     }
     group.finish();

@@ -19,14 +19,26 @@ pub struct Mismatch {
 
 impl Mismatch {
     /// Builds a mismatch from anything string-like.
-    pub fn new(arg: impl Into<String>, expected: impl Into<String>, actual: impl Into<String>) -> Self {
-        Self { arg: arg.into(), expected: expected.into(), actual: actual.into() }
+    pub fn new(
+        arg: impl Into<String>,
+        expected: impl Into<String>,
+        actual: impl Into<String>,
+    ) -> Self {
+        Self {
+            arg: arg.into(),
+            expected: expected.into(),
+            actual: actual.into(),
+        }
     }
 }
 
 impl fmt::Display for Mismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "`{}`: expected {}, got {}", self.arg, self.expected, self.actual)
+        write!(
+            f,
+            "`{}`: expected {}, got {}",
+            self.arg, self.expected, self.actual
+        )
     }
 }
 
@@ -61,23 +73,43 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// A value outside its domain.
-    pub fn value(arg: impl Into<String>, expected: impl Into<String>, actual: impl fmt::Display) -> Self {
+    pub fn value(
+        arg: impl Into<String>,
+        expected: impl Into<String>,
+        actual: impl fmt::Display,
+    ) -> Self {
         Error::Value(Mismatch::new(arg, expected, actual.to_string()))
     }
     /// An argument of the wrong type.
-    pub fn type_(arg: impl Into<String>, expected: impl Into<String>, actual: impl fmt::Display) -> Self {
+    pub fn type_(
+        arg: impl Into<String>,
+        expected: impl Into<String>,
+        actual: impl fmt::Display,
+    ) -> Self {
         Error::Type(Mismatch::new(arg, expected, actual.to_string()))
     }
     /// A tensor of the wrong shape.
-    pub fn shape(arg: impl Into<String>, expected: impl Into<String>, actual: impl fmt::Display) -> Self {
+    pub fn shape(
+        arg: impl Into<String>,
+        expected: impl Into<String>,
+        actual: impl fmt::Display,
+    ) -> Self {
         Error::Shape(Mismatch::new(arg, expected, actual.to_string()))
     }
     /// A tensor of the wrong dtype.
-    pub fn dtype(arg: impl Into<String>, expected: impl Into<String>, actual: impl fmt::Display) -> Self {
+    pub fn dtype(
+        arg: impl Into<String>,
+        expected: impl Into<String>,
+        actual: impl fmt::Display,
+    ) -> Self {
         Error::Dtype(Mismatch::new(arg, expected, actual.to_string()))
     }
     /// A tensor on the wrong device.
-    pub fn device(arg: impl Into<String>, expected: impl Into<String>, actual: impl fmt::Display) -> Self {
+    pub fn device(
+        arg: impl Into<String>,
+        expected: impl Into<String>,
+        actual: impl fmt::Display,
+    ) -> Self {
         Error::Device(Mismatch::new(arg, expected, actual.to_string()))
     }
 }

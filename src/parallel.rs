@@ -40,7 +40,10 @@ fn build_entry(threads: usize) -> Result<&'static PoolEntry> {
         .thread_name(|i| format!("r1kit-{i}"))
         .build()
         .map_err(|e| Error::value("num_threads", "a thread pool the OS can start", e))?;
-    Ok(Box::leak(Box::new(PoolEntry { pid: std::process::id(), pool })))
+    Ok(Box::leak(Box::new(PoolEntry {
+        pid: std::process::id(),
+        pool,
+    })))
 }
 
 fn publish(entry: &'static PoolEntry, previous: *mut PoolEntry) -> &'static PoolEntry {
@@ -92,7 +95,10 @@ pub fn set_num_threads(n: usize) -> Result<()> {
     }
     let entry = build_entry(n)?;
     // A lost race just means another thread set the size at the same moment; last writer wins.
-    POOL.store(entry as *const PoolEntry as *mut PoolEntry, Ordering::Release);
+    POOL.store(
+        entry as *const PoolEntry as *mut PoolEntry,
+        Ordering::Release,
+    );
     Ok(())
 }
 

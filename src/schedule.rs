@@ -104,11 +104,21 @@ impl NoiseSchedule {
     ///
     /// Errors name the argument: `start`/`end` outside [0, 1] (NaN included), `total_steps <= 0`,
     /// `base <= 0` or not finite, and `constant` with `start != end`.
-    pub fn new(start: f64, end: f64, total_steps: i64, base: f64, kind: ScheduleKind) -> Result<Self> {
+    pub fn new(
+        start: f64,
+        end: f64,
+        total_steps: i64,
+        base: f64,
+        kind: ScheduleKind,
+    ) -> Result<Self> {
         check_probability("start", start)?;
         check_probability("end", end)?;
         if total_steps <= 0 {
-            return Err(Error::value("total_steps", "a positive number of steps", total_steps));
+            return Err(Error::value(
+                "total_steps",
+                "a positive number of steps",
+                total_steps,
+            ));
         }
         if !(base.is_finite() && base > 0.0) {
             return Err(Error::value("base", "a finite number > 0", base));
@@ -120,7 +130,13 @@ impl NoiseSchedule {
                 end,
             ));
         }
-        Ok(Self { start, end, total_steps, base, kind })
+        Ok(Self {
+            start,
+            end,
+            total_steps,
+            base,
+            kind,
+        })
     }
 
     /// Probability at `start`.
@@ -206,7 +222,9 @@ impl NoiseSchedule {
                 if ln_b == 0.0 {
                     x
                 } else {
-                    x.f_mul_scalar(ln_b)?.f_expm1()?.f_div_scalar(ln_b.exp_m1())?
+                    x.f_mul_scalar(ln_b)?
+                        .f_expm1()?
+                        .f_div_scalar(ln_b.exp_m1())?
                 }
             }
             ScheduleKind::Linear => x,
@@ -216,7 +234,9 @@ impl NoiseSchedule {
             }
             ScheduleKind::Constant => return Ok(x.f_full_like(self.end)?),
         };
-        let p = ramp.f_mul_scalar(self.end - self.start)?.f_add_scalar(self.start)?;
+        let p = ramp
+            .f_mul_scalar(self.end - self.start)?
+            .f_add_scalar(self.start)?;
         Ok(p.f_where_scalarother(&steps.f_lt(self.total_steps)?, self.end)?)
     }
 
@@ -224,7 +244,14 @@ impl NoiseSchedule {
     ///
     /// `keys` is a 1-D integer tensor (use [`hash_key_str`] for string keys); the result is a bool
     /// tensor of the same length on the same device.
-    pub fn draw_noisy(&self, step: i64, keys: &Tensor, turns: &Turns, seed: u64, path: TensorPath) -> Result<Tensor> {
+    pub fn draw_noisy(
+        &self,
+        step: i64,
+        keys: &Tensor,
+        turns: &Turns,
+        seed: u64,
+        path: TensorPath,
+    ) -> Result<Tensor> {
         let p = self.probability(step)?;
         draw_bernoulli(p, seed, step as u64, keys, turns, path)
     }
@@ -276,7 +303,14 @@ fn prefix(seed: u64, step: u64) -> u64 {
 }
 
 /// Bernoulli(p) draws keyed by (seed, step, key, turn). See the module docs for the hash.
-pub fn draw_bernoulli(p: f64, seed: u64, step: u64, keys: &Tensor, turns: &Turns, path: TensorPath) -> Result<Tensor> {
+pub fn draw_bernoulli(
+    p: f64,
+    seed: u64,
+    step: u64,
+    keys: &Tensor,
+    turns: &Turns,
+    path: TensorPath,
+) -> Result<Tensor> {
     check_probability("p", p)?;
     tensor::expect_ndim(keys, "keys", 1)?;
     let keys = tensor::integer_as_i64(keys, "keys")?;
@@ -327,7 +361,10 @@ fn draw_cpu(p: f64, prefix: u64, keys: &Tensor, turns: &Turns) -> Result<Tensor>
         Turns::PerKey(t) => Some(tensor::contiguous(t)),
         Turns::All(_) => None,
     };
-    let turn_values = per_key_turns.as_ref().map(|t| tensor::cpu_slice::<i64>(t, "turns")).transpose()?;
+    let turn_values = per_key_turns
+        .as_ref()
+        .map(|t| tensor::cpu_slice::<i64>(t, "turns"))
+        .transpose()?;
     let all_turn = match turns {
         Turns::All(t) => *t as u64,
         Turns::PerKey(_) => 0,
@@ -335,14 +372,17 @@ fn draw_cpu(p: f64, prefix: u64, keys: &Tensor, turns: &Turns) -> Result<Tensor>
     let mut out = tensor::empty_cpu::<bool>(&[key_values.len() as i64])?;
     let flags = tensor::cpu_slice_mut::<bool>(&mut out, "out")?;
     parallel::install(|| {
-        flags.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
-            let base = c * CHUNK;
-            for (j, flag) in chunk.iter_mut().enumerate() {
-                let i = base + j;
-                let turn = turn_values.map_or(all_turn, |t| t[i] as u64);
-                *flag = uniform(prefix, key_values[i] as u64, turn) < p;
-            }
-        })
+        flags
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, chunk)| {
+                let base = c * CHUNK;
+                for (j, flag) in chunk.iter_mut().enumerate() {
+                    let i = base + j;
+                    let turn = turn_values.map_or(all_turn, |t| t[i] as u64);
+                    *flag = uniform(prefix, key_values[i] as u64, turn) < p;
+                }
+            })
     })?;
     Ok(out)
 }
@@ -350,14 +390,19 @@ fn draw_cpu(p: f64, prefix: u64, keys: &Tensor, turns: &Turns) -> Result<Tensor>
 /// Logical right shift of int64 tensors (torch's `>>` is arithmetic on signed types).
 fn shift_right(z: &Tensor, s: u32) -> Result<Tensor> {
     let mask = ((1u64 << (64 - s)) - 1) as i64;
-    Ok(z.f_bitwise_right_shift_tensor_scalar(i64::from(s))?.f_bitwise_and(mask)?)
+    Ok(z.f_bitwise_right_shift_tensor_scalar(i64::from(s))?
+        .f_bitwise_and(mask)?)
 }
 
 /// [`mix`] in tch ops on int64 tensors; wrapping arithmetic gives the same bits as the CPU path.
 fn mix_tensor(x: &Tensor) -> Result<Tensor> {
     let z = x.f_add_scalar(GOLDEN as i64)?;
-    let z = z.f_bitwise_xor_tensor(&shift_right(&z, 30)?)?.f_mul_scalar(MIX1 as i64)?;
-    let z = z.f_bitwise_xor_tensor(&shift_right(&z, 27)?)?.f_mul_scalar(MIX2 as i64)?;
+    let z = z
+        .f_bitwise_xor_tensor(&shift_right(&z, 30)?)?
+        .f_mul_scalar(MIX1 as i64)?;
+    let z = z
+        .f_bitwise_xor_tensor(&shift_right(&z, 27)?)?
+        .f_mul_scalar(MIX2 as i64)?;
     Ok(z.f_bitwise_xor_tensor(&shift_right(&z, 31)?)?)
 }
 
@@ -368,7 +413,9 @@ fn draw_device(p: f64, prefix: u64, keys: &Tensor, turns: &Turns) -> Result<Tens
         Turns::PerKey(t) => h.f_bitwise_xor_tensor(t)?,
     };
     let h = mix_tensor(&h)?;
-    let u = shift_right(&h, 11)?.f_to_kind(Kind::Double)?.f_mul_scalar(UNIT)?;
+    let u = shift_right(&h, 11)?
+        .f_to_kind(Kind::Double)?
+        .f_mul_scalar(UNIT)?;
     Ok(u.f_lt(p)?)
 }
 
@@ -393,7 +440,15 @@ mod tests {
     #[test]
     fn spec_example_values() {
         let s = zerosearch();
-        for (step, want) in [(1, 0.0011), (25, 0.031), (50, 0.068), (100, 0.163), (150, 0.298), (200, 0.486), (202, 0.495)] {
+        for (step, want) in [
+            (1, 0.0011),
+            (25, 0.031),
+            (50, 0.068),
+            (100, 0.163),
+            (150, 0.298),
+            (200, 0.486),
+            (202, 0.495),
+        ] {
             let got = s.probability(step).unwrap();
             let tol = if want < 0.01 { 5e-5 } else { 5e-4 };
             assert!((got - want).abs() <= tol, "step {step}: {got} vs {want}");
@@ -438,8 +493,12 @@ mod tests {
         let keys = Tensor::arange_start(-5000, 5000, (Kind::Int64, Device::Cpu));
         let turns = Turns::PerKey(keys.abs().remainder(4));
         for step in [0, 1, 100, 202] {
-            let a = s.draw_noisy(step, &keys, &turns, 7, TensorPath::Cpu).unwrap();
-            let b = s.draw_noisy(step, &keys, &turns, 7, TensorPath::Device).unwrap();
+            let a = s
+                .draw_noisy(step, &keys, &turns, 7, TensorPath::Cpu)
+                .unwrap();
+            let b = s
+                .draw_noisy(step, &keys, &turns, 7, TensorPath::Device)
+                .unwrap();
             assert!(a.equal(&b), "step {step}");
         }
         let steps = Tensor::arange(300, (Kind::Int64, Device::Cpu));
@@ -454,12 +513,24 @@ mod tests {
         let n = 100_000;
         let keys = Tensor::arange(n, (Kind::Int64, Device::Cpu));
         crate::parallel::set_num_threads(1).unwrap();
-        let one = s.draw_noisy(150, &keys, &Turns::All(2), 3, TensorPath::Cpu).unwrap();
+        let one = s
+            .draw_noisy(150, &keys, &Turns::All(2), 3, TensorPath::Cpu)
+            .unwrap();
         crate::parallel::set_num_threads(2).unwrap();
-        let two = s.draw_noisy(150, &keys, &Turns::All(2), 3, TensorPath::Cpu).unwrap();
+        let two = s
+            .draw_noisy(150, &keys, &Turns::All(2), 3, TensorPath::Cpu)
+            .unwrap();
         assert!(one.equal(&two));
         let perm = Tensor::randperm(n, (Kind::Int64, Device::Cpu));
-        let shuffled = s.draw_noisy(150, &keys.index_select(0, &perm), &Turns::All(2), 3, TensorPath::Cpu).unwrap();
+        let shuffled = s
+            .draw_noisy(
+                150,
+                &keys.index_select(0, &perm),
+                &Turns::All(2),
+                3,
+                TensorPath::Cpu,
+            )
+            .unwrap();
         assert!(shuffled.equal(&one.index_select(0, &perm)));
     }
 

@@ -34,14 +34,20 @@ impl TensorPath {
             "auto" => Ok(TensorPath::Auto),
             "cpu" => Ok(TensorPath::Cpu),
             "device" => Ok(TensorPath::Device),
-            other => Err(Error::value("path", "one of 'auto', 'cpu', 'device'", format!("{other:?}"))),
+            other => Err(Error::value(
+                "path",
+                "one of 'auto', 'cpu', 'device'",
+                format!("{other:?}"),
+            )),
         }
     }
 
     /// Resolves `Auto` for data on `device`; refuses the CPU path for non-CPU data.
     pub fn resolve(self, device: Device) -> Result<Self> {
         match self {
-            TensorPath::Auto if device != Device::Cpu || forced_device_path() => Ok(TensorPath::Device),
+            TensorPath::Auto if device != Device::Cpu || forced_device_path() => {
+                Ok(TensorPath::Device)
+            }
             TensorPath::Auto => Ok(TensorPath::Cpu),
             TensorPath::Cpu if device != Device::Cpu => Err(Error::device(
                 "path",
@@ -91,12 +97,21 @@ pub fn kind_name(kind: Kind) -> String {
 
 /// The tensor's dtype, or a dtype error for dtypes tch does not model.
 pub fn kind_of(t: &Tensor, arg: &str) -> Result<Kind> {
-    t.f_kind().map_err(|_| Error::dtype(arg, "a standard torch dtype", "a dtype tch does not support"))
+    t.f_kind().map_err(|_| {
+        Error::dtype(
+            arg,
+            "a standard torch dtype",
+            "a dtype tch does not support",
+        )
+    })
 }
 
 /// True for the integer dtypes (bool excluded).
 pub fn is_integer(kind: Kind) -> bool {
-    matches!(kind, Kind::Uint8 | Kind::Int8 | Kind::Int16 | Kind::Int | Kind::Int64)
+    matches!(
+        kind,
+        Kind::Uint8 | Kind::Int8 | Kind::Int16 | Kind::Int | Kind::Int64
+    )
 }
 
 /// Shape as torch prints it: `[2, 3]`.
@@ -109,7 +124,11 @@ pub fn expect_ndim(t: &Tensor, arg: &str, ndim: usize) -> Result<()> {
     if t.dim() == ndim {
         Ok(())
     } else {
-        Err(Error::shape(arg, format!("a {ndim}-D tensor"), format!("shape {}", shape_name(t))))
+        Err(Error::shape(
+            arg,
+            format!("a {ndim}-D tensor"),
+            format!("shape {}", shape_name(t)),
+        ))
     }
 }
 
@@ -150,14 +169,22 @@ pub fn contiguous(t: &Tensor) -> Tensor {
 
 fn check_cpu_view<T: Element>(t: &Tensor, arg: &str) -> Result<()> {
     if t.device() != Device::Cpu {
-        return Err(Error::device(arg, "a CPU tensor", format!("a tensor on {}", device_name(t.device()))));
+        return Err(Error::device(
+            arg,
+            "a CPU tensor",
+            format!("a tensor on {}", device_name(t.device())),
+        ));
     }
     let kind = kind_of(t, arg)?;
     if kind != T::KIND {
         return Err(Error::dtype(arg, kind_name(T::KIND), kind_name(kind)));
     }
     if !t.is_contiguous() {
-        return Err(Error::shape(arg, "a contiguous tensor", "a strided view (call .contiguous())"));
+        return Err(Error::shape(
+            arg,
+            "a contiguous tensor",
+            "a strided view (call .contiguous())",
+        ));
     }
     Ok(())
 }
@@ -176,7 +203,11 @@ pub fn data_ptr(t: &Tensor, arg: &str) -> Result<*mut std::ffi::c_void> {
         let msg = std::ffi::CStr::from_ptr(err).to_string_lossy().into_owned();
         libc::free(err as *mut libc::c_void);
         let first = msg.lines().next().unwrap_or("").trim().to_string();
-        Err(Error::value(arg, "a tensor with readable storage", format!("one libtorch cannot read ({first})")))
+        Err(Error::value(
+            arg,
+            "a tensor with readable storage",
+            format!("one libtorch cannot read ({first})"),
+        ))
     }
 }
 
@@ -221,7 +252,9 @@ mod tests {
     #[test]
     fn slices_read_and_write_tensor_memory() {
         let mut t = empty_cpu::<i64>(&[4]).unwrap();
-        cpu_slice_mut::<i64>(&mut t, "t").unwrap().copy_from_slice(&[1, 2, 3, 4]);
+        cpu_slice_mut::<i64>(&mut t, "t")
+            .unwrap()
+            .copy_from_slice(&[1, 2, 3, 4]);
         assert_eq!(cpu_slice::<i64>(&t, "t").unwrap(), &[1, 2, 3, 4]);
         assert_eq!(t.sum(Kind::Int64).int64_value(&[]), 10);
     }
@@ -230,7 +263,9 @@ mod tests {
     fn wrong_views_are_errors() {
         let t = Tensor::from_slice(&[1.0f32, 2.0]);
         assert!(matches!(cpu_slice::<i64>(&t, "x"), Err(Error::Dtype(_))));
-        let m = Tensor::from_slice(&[1i64, 2, 3, 4]).reshape([2, 2]).transpose(0, 1);
+        let m = Tensor::from_slice(&[1i64, 2, 3, 4])
+            .reshape([2, 2])
+            .transpose(0, 1);
         assert!(matches!(cpu_slice::<i64>(&m, "x"), Err(Error::Shape(_))));
         assert!(matches!(expect_ndim(&m, "x", 1), Err(Error::Shape(_))));
         assert!(matches!(integer_as_i64(&t, "x"), Err(Error::Dtype(_))));
@@ -238,9 +273,15 @@ mod tests {
 
     #[test]
     fn path_resolution() {
-        assert_eq!(TensorPath::Device.resolve(Device::Cpu).unwrap(), TensorPath::Device);
+        assert_eq!(
+            TensorPath::Device.resolve(Device::Cpu).unwrap(),
+            TensorPath::Device
+        );
         assert!(TensorPath::Cpu.resolve(Device::Cuda(0)).is_err());
-        assert_eq!(TensorPath::Auto.resolve(Device::Cuda(0)).unwrap(), TensorPath::Device);
+        assert_eq!(
+            TensorPath::Auto.resolve(Device::Cuda(0)).unwrap(),
+            TensorPath::Device
+        );
         assert!(TensorPath::parse("gpu").is_err());
     }
 }

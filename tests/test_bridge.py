@@ -41,15 +41,15 @@ def test_rust_sees_the_same_memory() -> None:
 
 @pytest.mark.parametrize("value", [[1, 2, 3], (1, 2), 3, "tensor", None, object()])
 def test_non_tensor_is_type_error_naming_argument(value: object) -> None:
-    with pytest.raises(TypeError, match="`tensor`: expected a torch.Tensor") as info:
+    with pytest.raises(TypeError, match=r"`tensor`: expected a torch\.Tensor") as info:
         _core._roundtrip(value)  # type: ignore[arg-type]
     assert isinstance(info.value, r1kit.R1KitError)
 
 
 def test_unsupported_tensors_are_refused() -> None:
-    with pytest.raises(r1kit.DeviceError, match="`tensor`.*meta"):
+    with pytest.raises(r1kit.DeviceError, match=r"`tensor`.*meta"):
         _core._roundtrip(torch.empty(2, device="meta"))
-    with pytest.raises(r1kit.ArgumentTypeError, match="`tensor`.*sparse"):
+    with pytest.raises(r1kit.ArgumentTypeError, match=r"`tensor`.*sparse"):
         _core._roundtrip(torch.eye(3).to_sparse())
 
 
@@ -80,7 +80,9 @@ def test_path_selection_rejects_cpu_path_for_other_devices(monkeypatch: pytest.M
     s = r1kit.NoiseSchedule(0.0, 0.5, 10)
     monkeypatch.setenv("R1KIT_FORCE_TENSOR_PATH", "1")
     # forced device path on CPU data still answers, and equals the CPU path
-    assert torch.equal(s.draw_noisy(4, torch.arange(100)), s.draw_noisy(4, torch.arange(100), path="cpu"))
+    assert torch.equal(
+        s.draw_noisy(4, torch.arange(100)), s.draw_noisy(4, torch.arange(100), path="cpu")
+    )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -76,7 +76,9 @@ def test_probabilities_match_scalar(tensor_path: str) -> None:
         steps = torch.arange(0, 200, dtype=torch.int32).reshape(10, 20)
         p = s.probabilities(steps)
         assert p.dtype == torch.float64 and p.shape == (10, 20)
-        want = torch.tensor([[s.probability(int(i)) for i in row] for row in steps], dtype=torch.float64)
+        want = torch.tensor(
+            [[s.probability(int(i)) for i in row] for row in steps], dtype=torch.float64
+        )
         torch.testing.assert_close(p, want, rtol=1e-12, atol=1e-15)
     assert s.probabilities([0, 119, 120, 500]).tolist()[-2:] == [0.6, 0.6]
 
@@ -324,3 +326,13 @@ def test_paths_agree_property(keys: list[int], seed: int, step: int) -> None:
         s.draw_noisy(step, t, seed=seed, path="cpu"),
         s.draw_noisy(step, t, seed=seed, path="device"),
     )
+
+
+def test_plot_draws_the_curve() -> None:
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    s = NoiseSchedule(0.0, 0.5, 203)
+    ax = s.plot()
+    x, y = ax.lines[0].get_data()
+    assert len(x) == len(y) == int(203 * 1.1) + 1
+    assert y[100] == pytest.approx(s.probability(100)) and y[-1] == 0.5

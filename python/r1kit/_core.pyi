@@ -1,8 +1,18 @@
 """Type stubs of r1kit's Rust extension. Users call the wrappers in ``r1kit``, not this module."""
 
 from collections.abc import Sequence
+from typing import final
 
 import torch
+
+__all__ = [
+    "NoiseSchedule",
+    "_roundtrip",
+    "_tensor_info",
+    "get_num_threads",
+    "hash_key",
+    "set_num_threads",
+]
 
 def set_num_threads(n: int) -> None:
     """Sets the size of r1kit's thread pool for this process."""
@@ -19,17 +29,18 @@ def _roundtrip(tensor: torch.Tensor) -> torch.Tensor:
 def _tensor_info(tensor: torch.Tensor) -> tuple[list[int], str, str, int]:
     """(shape, dtype name, device name, data address) as the Rust side sees the tensor."""
 
+@final
 class NoiseSchedule:
     """ZeroSearch's curriculum noise schedule (see ``r1kit.curriculum.NoiseSchedule``)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         start: float,
         end: float,
         total_steps: int,
         base: float | None = None,
         kind: str | None = None,
-    ) -> None: ...
+    ) -> NoiseSchedule: ...
     @property
     def start(self) -> float: ...
     @property

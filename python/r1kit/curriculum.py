@@ -4,7 +4,7 @@ During ZeroSearch training a simulation LLM replaces the search engine. Each sea
 either useful or noisy documents, and the probability of noisy ones rises from ``start`` to ``end``
 over ``total_steps`` training steps::
 
-    exponential  p(i) = start + (base**(i/m) - 1) / (base - 1) * (end - start)   (the paper's, base 4)
+    exponential  p(i) = start + (base**(i/m) - 1) / (base - 1) * (end - start)  (ZeroSearch: base 4)
     linear       p(i) = start + (i/m) * (end - start)
     cosine       p(i) = start + (1 - cos(pi * i/m)) / 2 * (end - start)
     constant     p(i) = end                       (start must equal end)
@@ -72,7 +72,7 @@ def hash_key(key: int | str) -> int:
 
 
 def _as_keys(keys: object) -> object:
-    """Normalises numpy arrays, ranges and other iterables; tensors, lists and tuples pass through."""
+    """Normalises numpy arrays, ranges and iterables; tensors, lists, tuples pass through."""
     if isinstance(keys, (torch.Tensor, list, tuple)):
         return keys
     if isinstance(keys, np.ndarray):

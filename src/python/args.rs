@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
     let ty = obj.get_type();
     match (ty.module(), ty.name()) {
-        (Ok(module), Ok(name)) if module.to_string() != "builtins" => format!("{module}.{name}"),
+        (Ok(module), Ok(name)) if module != "builtins" => format!("{module}.{name}"),
         (_, Ok(name)) => name.to_string(),
         _ => "an unknown type".to_string(),
     }
@@ -19,14 +19,18 @@ pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
 pub fn int(obj: &Bound<'_, PyAny>, arg: &str) -> Result<i64> {
     if obj.is_instance_of::<PyBool>() || !obj.is_instance_of::<PyInt>() {
         // numpy integers and other __index__ types are accepted through their index.
-        if !obj.is_instance_of::<PyBool>() && obj.hasattr("__index__").unwrap_or(false) && !obj.is_instance_of::<PyFloat>() {
+        if !obj.is_instance_of::<PyBool>()
+            && obj.hasattr("__index__").unwrap_or(false)
+            && !obj.is_instance_of::<PyFloat>()
+        {
             if let Ok(v) = obj.call_method0("__index__") {
                 return int(&v, arg);
             }
         }
         return Err(Error::type_(arg, "an int", type_name(obj)));
     }
-    obj.extract::<i64>().map_err(|_| Error::value(arg, "an int that fits in 64 bits", obj))
+    obj.extract::<i64>()
+        .map_err(|_| Error::value(arg, "an int that fits in 64 bits", obj))
 }
 
 /// A Python int as 64 raw bits: values in [-2^63, 2^64) are accepted (seeds, hashes).
@@ -45,7 +49,8 @@ pub fn float(obj: &Bound<'_, PyAny>, arg: &str) -> Result<f64> {
     if obj.is_instance_of::<PyBool>() || obj.is_instance_of::<PyString>() {
         return Err(Error::type_(arg, "a real number", type_name(obj)));
     }
-    obj.extract::<f64>().map_err(|_| Error::type_(arg, "a real number", type_name(obj)))
+    obj.extract::<f64>()
+        .map_err(|_| Error::type_(arg, "a real number", type_name(obj)))
 }
 
 /// A str argument.

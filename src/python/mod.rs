@@ -12,7 +12,8 @@ use pyo3::prelude::*;
 #[pyfunction]
 fn set_num_threads(n: &Bound<'_, PyAny>) -> PyResult<()> {
     let n = args::int(n, "n")?;
-    let n = usize::try_from(n).map_err(|_| crate::Error::value("n", "a positive number of threads", n))?;
+    let n = usize::try_from(n)
+        .map_err(|_| crate::Error::value("n", "a positive number of threads", n))?;
     Ok(crate::parallel::set_num_threads(n)?)
 }
 

@@ -23,7 +23,9 @@ enum KeyType {
 
 fn key_value(item: &Bound<'_, PyAny>, arg: &str) -> Result<(KeyType, i64)> {
     if let Ok(s) = item.cast::<PyString>() {
-        let text = s.to_str().map_err(|_| Error::value(arg, "valid UTF-8 text", "a str with lone surrogates"))?;
+        let text = s
+            .to_str()
+            .map_err(|_| Error::value(arg, "valid UTF-8 text", "a str with lone surrogates"))?;
         Ok((KeyType::Str, schedule::hash_key_str(text) as i64))
     } else if item.is_instance_of::<PyInt>() && !item.is_instance_of::<PyBool>() {
         Ok((KeyType::Int, args::int_bits(item, arg)? as i64))
@@ -56,8 +58,16 @@ fn keys_arg(obj: &Bound<'_, PyAny>) -> Result<Tensor> {
         match first {
             None => first = Some(ty),
             Some(t) if t != ty => {
-                let (want, got) = if t == KeyType::Int { ("int", "str") } else { ("str", "int") };
-                return Err(Error::type_(name, format!("keys of one type ({want}, like keys[0])"), got));
+                let (want, got) = if t == KeyType::Int {
+                    ("int", "str")
+                } else {
+                    ("str", "int")
+                };
+                return Err(Error::type_(
+                    name,
+                    format!("keys of one type ({want}, like keys[0])"),
+                    got,
+                ));
             }
             Some(_) => {}
         }
@@ -157,7 +167,11 @@ impl NoiseSchedule {
                     let from_host = !is_tensor(t);
                     let t = int_tensor_arg(t, "turns")?;
                     // A list of turns follows the keys to their device; a tensor must already be there.
-                    let t = if from_host { t.f_to_device(keys.device()).map_err(Error::from)? } else { t };
+                    let t = if from_host {
+                        t.f_to_device(keys.device()).map_err(Error::from)?
+                    } else {
+                        t
+                    };
                     Turns::PerKey(t)
                 }
             }

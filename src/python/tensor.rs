@@ -30,7 +30,9 @@ pub fn tensor_arg(obj: &Bound<'_, PyAny>, arg: &str) -> Result<Tensor> {
 /// CPU and CUDA (tch reports meta tensors as MPS, so this is checked on the Python side).
 fn check_supported(obj: &Bound<'_, PyAny>, arg: &str) -> Result<()> {
     let attr = |name: &str| -> Result<String> {
-        let value = obj.getattr(name).map_err(|_| Error::type_(arg, "a torch.Tensor", type_name(obj)))?;
+        let value = obj
+            .getattr(name)
+            .map_err(|_| Error::type_(arg, "a torch.Tensor", type_name(obj)))?;
         Ok(value.str().map(|s| s.to_string()).unwrap_or_default())
     };
     let device_type = obj
@@ -39,11 +41,19 @@ fn check_supported(obj: &Bound<'_, PyAny>, arg: &str) -> Result<()> {
         .map(|t| t.to_string())
         .map_err(|_| Error::type_(arg, "a torch.Tensor", type_name(obj)))?;
     if device_type != "cpu" && device_type != "cuda" {
-        return Err(Error::device(arg, "a CPU or CUDA tensor", format!("a tensor on {device_type}")));
+        return Err(Error::device(
+            arg,
+            "a CPU or CUDA tensor",
+            format!("a tensor on {device_type}"),
+        ));
     }
     let layout = attr("layout")?;
     if layout != "torch.strided" {
-        return Err(Error::type_(arg, "a dense (torch.strided) tensor", format!("layout {layout}")));
+        return Err(Error::type_(
+            arg,
+            "a dense (torch.strided) tensor",
+            format!("layout {layout}"),
+        ));
     }
     if attr("is_nested")? == "True" {
         return Err(Error::type_(arg, "a dense tensor", "a nested tensor"));
@@ -54,7 +64,10 @@ fn check_supported(obj: &Bound<'_, PyAny>, arg: &str) -> Result<()> {
 /// True when `obj` is a torch.Tensor.
 pub fn is_tensor(obj: &Bound<'_, PyAny>) -> bool {
     // SAFETY: as in `tensor_arg`.
-    matches!(unsafe { tch::python::pyobject_check(obj.as_ptr() as *mut tch::python::CPyObject) }, Ok(true))
+    matches!(
+        unsafe { tch::python::pyobject_check(obj.as_ptr() as *mut tch::python::CPyObject) },
+        Ok(true)
+    )
 }
 
 /// Hands a tch tensor to Python as a `torch.Tensor` sharing its storage.
@@ -74,7 +87,11 @@ pub fn int_tensor_arg(obj: &Bound<'_, PyAny>, arg: &str) -> Result<Tensor> {
     } else if let Ok(tuple) = obj.cast::<PyTuple>() {
         tuple.iter().collect::<Vec<_>>()
     } else {
-        return Err(Error::type_(arg, "a torch.Tensor or a list of ints", type_name(obj)));
+        return Err(Error::type_(
+            arg,
+            "a torch.Tensor or a list of ints",
+            type_name(obj),
+        ));
     };
     let values = items
         .iter()
@@ -112,5 +129,10 @@ pub fn _roundtrip<'py>(py: Python<'py>, tensor: &Bound<'py, PyAny>) -> PyResult<
 pub fn _tensor_info(tensor: &Bound<'_, PyAny>) -> PyResult<(Vec<i64>, String, String, usize)> {
     let t = tensor_arg(tensor, "tensor")?;
     let kind = crate::tensor::kind_of(&t, "tensor")?;
-    Ok((t.size(), crate::tensor::kind_name(kind), device_str(t.device()), t.data_ptr() as usize))
+    Ok((
+        t.size(),
+        crate::tensor::kind_name(kind),
+        device_str(t.device()),
+        t.data_ptr() as usize,
+    ))
 }
