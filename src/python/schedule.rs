@@ -12,7 +12,7 @@ use crate::schedule::{self, ScheduleKind, Turns};
 /// The int64 key a string (or int) stands for in noise draws.
 #[pyfunction]
 pub fn hash_key(key: &Bound<'_, PyAny>) -> PyResult<i64> {
-    Ok(key_value(key, "key")?.1)
+    Ok(key_value(key, || "key".to_string())?.1)
 }
 
 #[derive(PartialEq, Clone, Copy)]
@@ -21,16 +21,20 @@ enum KeyType {
     Str,
 }
 
-fn key_value(item: &Bound<'_, PyAny>, arg: &str) -> Result<(KeyType, i64)> {
+/// One key's type and value; `arg` names it only when there is an error (keys can be millions).
+fn key_value(item: &Bound<'_, PyAny>, arg: impl Fn() -> String) -> Result<(KeyType, i64)> {
     if let Ok(s) = item.cast::<PyString>() {
         let text = s
             .to_str()
-            .map_err(|_| Error::value(arg, "valid UTF-8 text", "a str with lone surrogates"))?;
+            .map_err(|_| Error::value(arg(), "valid UTF-8 text", "a str with lone surrogates"))?;
         Ok((KeyType::Str, schedule::hash_key_str(text) as i64))
     } else if item.is_instance_of::<PyInt>() && !item.is_instance_of::<PyBool>() {
-        Ok((KeyType::Int, args::int_bits(item, arg)? as i64))
+        if let Ok(v) = item.extract::<i64>() {
+            return Ok((KeyType::Int, v));
+        }
+        Ok((KeyType::Int, args::int_bits(item, &arg())? as i64))
     } else {
-        Err(Error::type_(arg, "an int or a str key", type_name(item)))
+        Err(Error::type_(arg(), "an int or a str key", type_name(item)))
     }
 }
 
@@ -53,8 +57,8 @@ fn keys_arg(obj: &Bound<'_, PyAny>) -> Result<Tensor> {
     let mut first: Option<KeyType> = None;
     let mut values = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let name = format!("keys[{i}]");
-        let (ty, value) = key_value(item, &name)?;
+        let name = || format!("keys[{i}]");
+        let (ty, value) = key_value(item, name)?;
         match first {
             None => first = Some(ty),
             Some(t) if t != ty => {
@@ -64,7 +68,7 @@ fn keys_arg(obj: &Bound<'_, PyAny>) -> Result<Tensor> {
                     ("str", "int")
                 };
                 return Err(Error::type_(
-                    name,
+                    name(),
                     format!("keys of one type ({want}, like keys[0])"),
                     got,
                 ));

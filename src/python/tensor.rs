@@ -96,7 +96,15 @@ pub fn int_tensor_arg(obj: &Bound<'_, PyAny>, arg: &str) -> Result<Tensor> {
     let values = items
         .iter()
         .enumerate()
-        .map(|(i, item)| args::int(item, &format!("{arg}[{i}]")))
+        .map(|(i, item)| match item.extract::<i64>() {
+            Ok(v)
+                if !item.is_instance_of::<pyo3::types::PyBool>()
+                    && item.is_instance_of::<pyo3::types::PyInt>() =>
+            {
+                Ok(v)
+            }
+            _ => args::int(item, &format!("{arg}[{i}]")),
+        })
         .collect::<Result<Vec<i64>>>()?;
     Ok(Tensor::f_from_slice(&values)?)
 }

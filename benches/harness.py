@@ -1,0 +1,67 @@
+"""Tiny benchmark harness: r1kit against today's baselines, in the same process, medians.
+
+Each ``benches/bench_*.py`` module defines ``cases() -> list[Case]``. ``benches/run.py`` times
+every implementation of every case, prints a table of medians and speed-up ratios
+(baseline median / r1kit median), and writes the rows as JSON to ``bench-results/``.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Case:
+    """One workload, timed for r1kit and for each baseline on identical inputs."""
+
+    name: str
+    r1kit: Callable[[], object]
+    baselines: dict[str, Callable[[], object]]
+    # Run once before timing: asserts that r1kit and the baselines agree where they should.
+    check: Callable[[], None] | None = None
+    notes: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Timing:
+    case: str
+    implementation: str
+    median_s: float
+    runs: int
+
+
+def measure(fn: Callable[[], object], *, min_runs: int = 5, min_time_s: float = 1.0) -> Timing:
+    """Median wall time of ``fn`` over at least ``min_runs`` runs and ``min_time_s`` seconds."""
+    fn()  # warm-up: first-call allocations, lazy pools, caches
+    samples: list[float] = []
+    start = time.perf_counter()
+    while len(samples) < min_runs or time.perf_counter() - start < min_time_s:
+        gc.disable()
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+        gc.enable()
+        if len(samples) >= 1000:
+            break
+    return Timing("", "", statistics.median(samples), len(samples))
+
+
+def run_case(case: Case, *, min_runs: int, min_time_s: float) -> list[Timing]:
+    if case.check is not None:
+        case.check()
+    rows = []
+    for name, fn in [("r1kit", case.r1kit), *case.baselines.items()]:
+        t = measure(fn, min_runs=min_runs, min_time_s=min_time_s)
+        t.case, t.implementation = case.name, name
+        rows.append(t)
+    return rows
+
+
+def format_ms(seconds: float) -> str:
+    ms = seconds * 1e3
+    return f"{ms:.3f}" if ms < 10 else f"{ms:.1f}"
