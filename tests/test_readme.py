@@ -1,0 +1,22 @@
+"""The README's Python examples run, and print what their comments say."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_python_blocks_run() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert blocks, "README has no python example"
+    for block in blocks:
+        namespace: dict[str, object] = {}
+        exec(compile(block, str(README), "exec"), namespace)
+    noisy = namespace["noisy"]
+    assert isinstance(noisy, torch.Tensor) and noisy.tolist() == [False, True]
+    schedule = namespace["schedule"]
+    assert round(schedule.probability(100), 4) == 0.1633  # type: ignore[attr-defined]
