@@ -41,7 +41,10 @@ def cases() -> list[Case]:
         Case(
             name="draw_noisy, 1M int keys (tensor)",
             r1kit=lambda: schedule.draw_noisy(STEP, keys, turns=0, seed=0),
-            baselines={"python random.Random loop": python_random_loop, "torch.rand < p": torch_rand},
+            baselines={
+                "python random.Random loop": python_random_loop,
+                "torch.rand < p": torch_rand,
+            },
             check=check,
         ),
         Case(

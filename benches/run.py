@@ -71,9 +71,7 @@ def main() -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
-        json.dumps(
-            {"machine": machine(), "results": [r.__dict__ for r in results]}, indent=2
-        )
+        json.dumps({"machine": machine(), "results": [r.__dict__ for r in results]}, indent=2)
     )
     print(f"\nwrote {out}")
     return 0

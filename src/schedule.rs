@@ -541,3 +541,43 @@ mod tests {
         assert_ne!(hash_key_str("a"), hash_key_str("b"));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn kinds() -> impl Strategy<Value = ScheduleKind> {
+        prop_oneof![
+            Just(ScheduleKind::Exponential),
+            Just(ScheduleKind::Linear),
+            Just(ScheduleKind::Cosine)
+        ]
+    }
+
+    proptest! {
+        /// Every curve moves monotonically from `start` towards `end` and never leaves [start, end].
+        #[test]
+        fn curves_are_monotone_and_bounded(
+            start in 0.0f64..=1.0, end in 0.0f64..=1.0, m in 1i64..5000,
+            base in 0.01f64..50.0, kind in kinds(), step in 0i64..6000,
+        ) {
+            let s = NoiseSchedule::new(start, end, m, base, kind).unwrap();
+            let (p, q) = (s.probability(step).unwrap(), s.probability(step + 1).unwrap());
+            let (lo, hi) = (start.min(end) - 1e-12, start.max(end) + 1e-12);
+            prop_assert!(lo <= p && p <= hi);
+            if end >= start { prop_assert!(q >= p - 1e-12) } else { prop_assert!(q <= p + 1e-12) }
+            prop_assert_eq!(s.probability(0).unwrap(), start);
+        }
+
+        /// The hash chain is the same on both paths for any key, turn, seed and step.
+        #[test]
+        fn paths_agree_on_any_key(keys in proptest::collection::vec(any::<i64>(), 1..64),
+                                  turn in 0i64..1000, seed in any::<u64>(), step in 0u64..1000) {
+            let keys = Tensor::from_slice(&keys);
+            let a = draw_bernoulli(0.37, seed, step, &keys, &Turns::All(turn), TensorPath::Cpu).unwrap();
+            let b = draw_bernoulli(0.37, seed, step, &keys, &Turns::All(turn), TensorPath::Device).unwrap();
+            prop_assert!(a.equal(&b));
+        }
+    }
+}

@@ -6,8 +6,8 @@ its own torch from pip's cache), so it runs once per `make test`.
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,10 +21,21 @@ def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload, no-any-return]
 
 
-@pytest.mark.skipif(shutil.which("maturin") is None, reason="maturin comes with the dev extra")
+@pytest.mark.skipif(
+    importlib.util.find_spec("maturin") is None, reason="maturin comes with the dev extra"
+)
 def test_wheel_installs_into_fresh_venv(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
-    run(["maturin", "build", "--release", "--out", str(dist)], cwd=ROOT, timeout=1500)
+    # The build links the libtorch of the environment running the tests (torch-sys finds it
+    # through VIRTUAL_ENV's `python`), exactly as `make wheel` does.
+    build_env = {
+        **os.environ,
+        "VIRTUAL_ENV": sys.prefix,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "LIBTORCH_USE_PYTORCH": "1",
+    }
+    maturin = [sys.executable, "-m", "maturin", "build", "--release", "--out", str(dist)]
+    run(maturin, cwd=ROOT, env=build_env, timeout=1500)
     wheels = sorted(dist.glob("r1kit-*.whl"))
     assert len(wheels) == 1, wheels
     venv = tmp_path / "venv"
