@@ -22,7 +22,8 @@ TORCH_LIB = $(shell $(BIN)/python -c "import os, torch; print(os.path.join(os.pa
 CARGO_TEST_ENV = LD_LIBRARY_PATH=$(TORCH_LIB)$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}
 
 STAMP := $(VENV)/.r1kit-deps
-SOURCES := $(shell find src python -type f \( -name '*.rs' -o -name '*.py' -o -name '*.pyi' \)) Cargo.toml pyproject.toml
+# Python sources are installed editable: only the Rust side needs a rebuild when it changes.
+SOURCES := $(shell find src -type f -name '*.rs') Cargo.toml pyproject.toml
 
 
 .PHONY: help setup test test-rust test-python lint fmt bench wheel clean
@@ -47,8 +48,8 @@ setup: $(STAMP) ## Create the venv (torch 2.13.0, dev extra) and build r1kit int
 
 fmt: ## Format Rust and Python sources
 	cargo fmt
-	$(BIN)/ruff format python tests benches
-	$(BIN)/ruff check --fix python tests benches
+	$(BIN)/ruff format python tests benches examples
+	$(BIN)/ruff check --fix python tests benches examples
 
 test-rust: setup ## cargo fmt --check, clippy (with and without bindings), cargo test
 	cargo fmt --check
@@ -63,8 +64,8 @@ test-python: setup ## pytest (tests/ and the docstring examples)
 test: test-rust lint test-python ## Everything CI checks: Rust lints and tests, Python lints, pytest
 
 lint: setup ## ruff, mypy --strict on python/, stubtest of the extension's stubs
-	$(BIN)/ruff check python tests benches
-	$(BIN)/ruff format --check python tests benches
+	$(BIN)/ruff check python tests benches examples
+	$(BIN)/ruff format --check python tests benches examples
 	$(BIN)/mypy
 	$(BIN)/python -m mypy.stubtest r1kit._core --allowlist .stubtest-allowlist
 

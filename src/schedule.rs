@@ -27,7 +27,7 @@
 //! String keys enter as [`hash_key_str`] of their UTF-8 bytes (FNV-1a 64, then `mix`).
 
 use rayon::prelude::*;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
 use crate::parallel;
@@ -317,7 +317,7 @@ pub fn draw_bernoulli(
     let device = keys.device();
     let turns = match turns {
         Turns::All(t) => {
-            check_step_turn(*t)?;
+            check_turn(*t)?;
             Turns::All(*t)
         }
         Turns::PerKey(t) => {
@@ -332,7 +332,7 @@ pub fn draw_bernoulli(
                 ));
             }
             if t.numel() > 0 {
-                check_step_turn(t.f_min()?.f_int64_value(&[])?)?;
+                check_turn(t.f_min()?.f_int64_value(&[])?)?;
             }
             Turns::PerKey(t)
         }
@@ -344,7 +344,7 @@ pub fn draw_bernoulli(
     }
 }
 
-fn check_step_turn(turn: i64) -> Result<()> {
+fn check_turn(turn: i64) -> Result<()> {
     if turn >= 0 {
         Ok(())
     } else {
@@ -419,19 +419,10 @@ fn draw_device(p: f64, prefix: u64, keys: &Tensor, turns: &Turns) -> Result<Tens
     Ok(u.f_lt(p)?)
 }
 
-/// Builds an int64 key tensor on the CPU from host values (hashed strings or Python ints).
-pub fn keys_from_host(values: &[i64], device: Device) -> Result<Tensor> {
-    let t = Tensor::f_from_slice(values)?;
-    if device == Device::Cpu {
-        Ok(t)
-    } else {
-        Ok(t.f_to_device(device)?)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Device;
 
     fn zerosearch() -> NoiseSchedule {
         NoiseSchedule::new(0.0, 0.5, 203, 4.0, ScheduleKind::Exponential).unwrap()

@@ -76,7 +76,7 @@ def test_exception_hierarchy() -> None:
         assert issubclass(cls, r1kit.R1KitError) and issubclass(cls, builtin)
 
 
-def test_path_selection_rejects_cpu_path_for_other_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_forced_device_path_matches_cpu_path(monkeypatch: pytest.MonkeyPatch) -> None:
     s = r1kit.NoiseSchedule(0.0, 0.5, 10)
     monkeypatch.setenv("R1KIT_FORCE_TENSOR_PATH", "1")
     # forced device path on CPU data still answers, and equals the CPU path

@@ -191,7 +191,7 @@ class NoiseSchedule:
             >>> NoiseSchedule(0.0, 1.0, 4, kind="linear").probabilities([0, 2, 4, 9])
             tensor([0.0000, 0.5000, 1.0000, 1.0000], dtype=torch.float64)
         """
-        if isinstance(steps, np.ndarray) or isinstance(steps, range):
+        if isinstance(steps, (np.ndarray, range)):
             steps = torch.as_tensor(np.asarray(steps, dtype=np.int64))
         return self._core.probabilities(steps, path)
 

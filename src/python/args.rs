@@ -1,7 +1,8 @@
 //! Scalar argument extraction that raises r1kit's errors, naming the argument.
 
+use pyo3::exceptions::PyOverflowError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyFloat, PyInt, PyString};
+use pyo3::types::{PyBool, PyString};
 
 use crate::error::{Error, Result};
 
@@ -15,22 +16,18 @@ pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
     }
 }
 
-/// A Python int (not bool) as i64.
+/// A Python int (or any `__index__` integer such as numpy's, but not bool) as i64.
 pub fn int(obj: &Bound<'_, PyAny>, arg: &str) -> Result<i64> {
-    if obj.is_instance_of::<PyBool>() || !obj.is_instance_of::<PyInt>() {
-        // numpy integers and other __index__ types are accepted through their index.
-        if !obj.is_instance_of::<PyBool>()
-            && obj.hasattr("__index__").unwrap_or(false)
-            && !obj.is_instance_of::<PyFloat>()
-        {
-            if let Ok(v) = obj.call_method0("__index__") {
-                return int(&v, arg);
-            }
-        }
-        return Err(Error::type_(arg, "an int", type_name(obj)));
+    if obj.is_instance_of::<PyBool>() {
+        return Err(Error::type_(arg, "an int", "bool"));
     }
-    obj.extract::<i64>()
-        .map_err(|_| Error::value(arg, "an int that fits in 64 bits", obj))
+    match obj.extract::<i64>() {
+        Ok(v) => Ok(v),
+        Err(e) if e.is_instance_of::<PyOverflowError>(obj.py()) => {
+            Err(Error::value(arg, "an int that fits in 64 bits", obj))
+        }
+        Err(_) => Err(Error::type_(arg, "an int", type_name(obj))),
+    }
 }
 
 /// A Python int as 64 raw bits: values in [-2^63, 2^64) are accepted (seeds, hashes).

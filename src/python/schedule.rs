@@ -191,7 +191,7 @@ impl NoiseSchedule {
     fn __repr__(&self) -> String {
         let s = &self.inner;
         format!(
-            "NoiseSchedule(start={}, end={}, total_steps={}, base={}, kind='{}')",
+            "NoiseSchedule(start={:?}, end={:?}, total_steps={}, base={:?}, kind='{}')",
             s.start(),
             s.end(),
             s.total_steps(),

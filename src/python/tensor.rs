@@ -5,7 +5,7 @@
 
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
-use tch::{Device, Tensor};
+use tch::Tensor;
 
 use super::args::{self, type_name};
 use crate::error::{Error, Result};
@@ -118,11 +118,6 @@ pub fn path_arg(obj: Option<&Bound<'_, PyAny>>) -> Result<TensorPath> {
     }
 }
 
-/// Device name for messages and tests.
-pub fn device_str(d: Device) -> String {
-    crate::tensor::device_name(d)
-}
-
 /// Passes a tensor through the bridge and back (tests use it to prove zero-copy).
 #[pyfunction]
 #[pyo3(signature = (tensor))]
@@ -140,7 +135,7 @@ pub fn _tensor_info(tensor: &Bound<'_, PyAny>) -> PyResult<(Vec<i64>, String, St
     Ok((
         t.size(),
         crate::tensor::kind_name(kind),
-        device_str(t.device()),
+        crate::tensor::device_name(t.device()),
         t.data_ptr() as usize,
     ))
 }
