@@ -29,17 +29,17 @@ pub fn tensor_arg(obj: &Bound<'_, PyAny>, arg: &str) -> Result<Tensor> {
 /// Refuses what r1kit's kernels cannot read: sparse or nested tensors, and devices other than
 /// CPU and CUDA (tch reports meta tensors as MPS, so this is checked on the Python side).
 fn check_supported(obj: &Bound<'_, PyAny>, arg: &str) -> Result<()> {
-    let attr = |name: &str| -> Result<String> {
-        let value = obj
-            .getattr(name)
-            .map_err(|_| Error::type_(arg, "a torch.Tensor", type_name(obj)))?;
+    // `attr(&["device", "type"])` is `str(obj.device.type)`.
+    let attr = |path: &[&str]| -> Result<String> {
+        let mut value = obj.clone();
+        for name in path {
+            value = value
+                .getattr(*name)
+                .map_err(|_| Error::type_(arg, "a torch.Tensor", type_name(obj)))?;
+        }
         Ok(value.str().map(|s| s.to_string()).unwrap_or_default())
     };
-    let device_type = obj
-        .getattr("device")
-        .and_then(|d| d.getattr("type"))
-        .map(|t| t.to_string())
-        .map_err(|_| Error::type_(arg, "a torch.Tensor", type_name(obj)))?;
+    let device_type = attr(&["device", "type"])?;
     if device_type != "cpu" && device_type != "cuda" {
         return Err(Error::device(
             arg,
@@ -47,7 +47,7 @@ fn check_supported(obj: &Bound<'_, PyAny>, arg: &str) -> Result<()> {
             format!("a tensor on {device_type}"),
         ));
     }
-    let layout = attr("layout")?;
+    let layout = attr(&["layout"])?;
     if layout != "torch.strided" {
         return Err(Error::type_(
             arg,
@@ -55,7 +55,7 @@ fn check_supported(obj: &Bound<'_, PyAny>, arg: &str) -> Result<()> {
             format!("layout {layout}"),
         ));
     }
-    if attr("is_nested")? == "True" {
+    if attr(&["is_nested"])? == "True" {
         return Err(Error::type_(arg, "a dense tensor", "a nested tensor"));
     }
     Ok(())
