@@ -5,12 +5,14 @@
 //!
 //! Areas:
 //! - [`schedule`]: ZeroSearch's noise curriculum and deterministic noise draws.
+//! - [`rl`]: masked statistics and advantage estimators (verl-identical).
 //! - [`tensor`]: validation, raw CPU views and the CPU / device path switch shared by all areas.
 //! - [`parallel`]: r1kit's fork-safe rayon pool (`R1KIT_NUM_THREADS`).
 //! - [`error`]: the crate's one error enum.
 
 pub mod error;
 pub mod parallel;
+pub mod rl;
 pub mod schedule;
 pub mod tensor;
 

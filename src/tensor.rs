@@ -240,6 +240,13 @@ pub fn cpu_slice_mut<'a, T: Element>(t: &'a mut Tensor, arg: &str) -> Result<&'a
     Ok(unsafe { std::slice::from_raw_parts_mut(ptr, n) })
 }
 
+/// A new tensor with its own storage holding a copy of `t` (same dtype, device, shape).
+pub fn fresh_copy(t: &Tensor) -> Result<Tensor> {
+    let mut out = t.f_empty_like()?;
+    out.f_copy_(t)?;
+    Ok(out)
+}
+
 /// A new, uninitialised CPU tensor of `n` elements of type `T`.
 pub fn empty_cpu<T: Element>(shape: &[i64]) -> Result<Tensor> {
     Ok(Tensor::f_empty(shape, (T::KIND, Device::Cpu))?)

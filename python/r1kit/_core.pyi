@@ -7,6 +7,13 @@ import torch
 
 __all__ = [
     "NoiseSchedule",
+    "gae",
+    "grpo",
+    "masked_mean",
+    "masked_var",
+    "masked_whiten",
+    "reinforce_plus_plus",
+    "rloo",
     "_roundtrip",
     "_tensor_info",
     "get_num_threads",
@@ -66,3 +73,39 @@ class NoiseSchedule:
         path: str | None = None,
     ) -> torch.Tensor:
         """One deterministic Bernoulli(p(step)) draw per key."""
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
+def masked_var(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
+def masked_whiten(
+    values: torch.Tensor, mask: torch.Tensor, path: str | None = None
+) -> torch.Tensor: ...
+def gae(
+    token_level_rewards: torch.Tensor,
+    values: torch.Tensor,
+    response_mask: torch.Tensor,
+    gamma: float,
+    lam: float,
+    path: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+def reinforce_plus_plus(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    gamma: float,
+    path: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+def grpo(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    group_ids: torch.Tensor,
+    norm_by_std: bool,
+    epsilon: float,
+    singleton: str,
+    path: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+def rloo(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    group_ids: torch.Tensor,
+    singleton: str,
+    path: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]: ...

@@ -3,6 +3,7 @@
 
 mod args;
 mod errors;
+mod rl;
 mod schedule;
 mod tensor;
 
@@ -33,5 +34,12 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tensor::_tensor_info, m)?)?;
     m.add_function(wrap_pyfunction!(schedule::hash_key, m)?)?;
     m.add_class::<schedule::NoiseSchedule>()?;
+    m.add_function(wrap_pyfunction!(rl::masked_mean, m)?)?;
+    m.add_function(wrap_pyfunction!(rl::masked_var, m)?)?;
+    m.add_function(wrap_pyfunction!(rl::masked_whiten, m)?)?;
+    m.add_function(wrap_pyfunction!(rl::gae, m)?)?;
+    m.add_function(wrap_pyfunction!(rl::reinforce_plus_plus, m)?)?;
+    m.add_function(wrap_pyfunction!(rl::grpo, m)?)?;
+    m.add_function(wrap_pyfunction!(rl::rloo, m)?)?;
     Ok(())
 }

@@ -1,0 +1,440 @@
+//! Advantage estimators: GAE, REINFORCE++, GRPO (and Dr. GRPO / TRL conventions), RLOO.
+//!
+//! Each returns `(advantages, returns)`, both `[B, T]` like the rewards. Formulas and conventions:
+//! `shared/spec/rl_math.md`; defaults equal verl 0.9.1.
+
+use rayon::prelude::*;
+use tch::{Kind, Tensor};
+
+use super::masked::{stats_cpu, stats_device, whiten_in_place, MASK_EPS};
+use super::{compute_view, dense_groups, expect_same_shape, float_batch, Batch, Real};
+use crate::error::{Error, Result};
+use crate::parallel;
+use crate::tensor::{self, TensorPath};
+
+fn check_unit(arg: &str, v: f64) -> Result<()> {
+    if (0.0..=1.0).contains(&v) {
+        Ok(())
+    } else {
+        Err(Error::value(arg, "a value in [0, 1]", v))
+    }
+}
+
+fn check_nonempty(batch: &Batch, arg: &str) -> Result<()> {
+    if batch.rows == 0 || batch.cols == 0 {
+        return Err(Error::shape(
+            arg,
+            "a non-empty [B, T] batch",
+            format!("[{}, {}]", batch.rows, batch.cols),
+        ));
+    }
+    Ok(())
+}
+
+/// Generalised advantage estimation (verl's `compute_gae_advantage_return`).
+///
+/// Backward scan with `next_value = 0`, `last = 0`; masked steps carry the running values.
+/// Returns `(masked_whiten(A), A + V)`.
+pub fn gae(
+    rewards: &Tensor,
+    values: &Tensor,
+    mask: &Tensor,
+    gamma: f64,
+    lam: f64,
+    path: TensorPath,
+) -> Result<(Tensor, Tensor)> {
+    let batch = float_batch(rewards, "token_level_rewards")?;
+    expect_same_shape(values, "values", rewards, "token_level_rewards")?;
+    expect_same_shape(mask, "response_mask", rewards, "token_level_rewards")?;
+    check_unit("gamma", gamma)?;
+    check_unit("lam", lam)?;
+    check_nonempty(&batch, "token_level_rewards")?;
+    let (adv, ret) = match path.resolve(batch.device)? {
+        TensorPath::Cpu => {
+            let r = compute_view(rewards, batch.kind)?;
+            let v = compute_view(values, batch.kind)?;
+            let m = compute_view(mask, batch.kind)?;
+            if batch.kind == Kind::Double {
+                gae_cpu::<f64>(&r, &v, &m, gamma, lam, &batch)?
+            } else {
+                gae_cpu::<f32>(&r, &v, &m, gamma, lam, &batch)?
+            }
+        }
+        _ => gae_device(rewards, values, mask, gamma, lam, &batch)?,
+    };
+    Ok((
+        adv.f_to_kind(batch.out_kind)?,
+        ret.f_to_kind(batch.out_kind)?,
+    ))
+}
+
+fn gae_cpu<T: Real>(
+    r: &Tensor,
+    v: &Tensor,
+    m: &Tensor,
+    gamma: f64,
+    lam: f64,
+    b: &Batch,
+) -> Result<(Tensor, Tensor)> {
+    let shape = [b.rows as i64, b.cols as i64];
+    let mut adv = tensor::empty_cpu::<T>(&shape)?;
+    let mut ret = tensor::empty_cpu::<T>(&shape)?;
+    {
+        let (rs, vs, ms) = (
+            tensor::cpu_slice::<T>(r, "token_level_rewards")?,
+            tensor::cpu_slice::<T>(v, "values")?,
+            tensor::cpu_slice::<T>(m, "response_mask")?,
+        );
+        let a_out = tensor::cpu_slice_mut::<T>(&mut adv, "advantages")?;
+        let r_out = tensor::cpu_slice_mut::<T>(&mut ret, "returns")?;
+        // The recurrence runs in the storage type, in verl's operation order.
+        let g = T::from_f64(gamma).to_f64();
+        let gl = T::from_f64(gamma * lam).to_f64();
+        parallel::install(|| {
+            a_out
+                .par_chunks_mut(b.cols)
+                .zip(r_out.par_chunks_mut(b.cols))
+                .enumerate()
+                .for_each(|(i, (arow, rrow))| {
+                    let o = i * b.cols;
+                    let (mut next_value, mut last) = (T::from_f64(0.0), T::from_f64(0.0));
+                    for t in (0..b.cols).rev() {
+                        let (rt, vt) = (rs[o + t], vs[o + t]);
+                        let delta = T::from_f64(
+                            T::from_f64(
+                                rt.to_f64() + T::from_f64(g * next_value.to_f64()).to_f64(),
+                            )
+                            .to_f64()
+                                - vt.to_f64(),
+                        );
+                        let new =
+                            T::from_f64(delta.to_f64() + T::from_f64(gl * last.to_f64()).to_f64());
+                        if ms[o + t].to_f64() != 0.0 {
+                            next_value = vt;
+                            last = new;
+                        }
+                        arow[t] = last;
+                        rrow[t] = T::from_f64(last.to_f64() + vt.to_f64());
+                    }
+                })
+        })?;
+        let stats = stats_cpu(&*a_out, ms, b.cols, "response_mask")?;
+        whiten_in_place(a_out, stats)?;
+    }
+    Ok((adv, ret))
+}
+
+fn gae_device(
+    r: &Tensor,
+    v: &Tensor,
+    m: &Tensor,
+    gamma: f64,
+    lam: f64,
+    b: &Batch,
+) -> Result<(Tensor, Tensor)> {
+    let (r, v) = (r.f_to_kind(b.kind)?, v.f_to_kind(b.kind)?);
+    let keep = m.f_ne(0.0)?;
+    let mut next_value = r.f_select(1, 0)?.f_zeros_like()?;
+    let mut last = next_value.f_zeros_like()?;
+    let mut columns = Vec::with_capacity(b.cols);
+    for t in (0..b.cols as i64).rev() {
+        let (rt, vt, kt) = (r.f_select(1, t)?, v.f_select(1, t)?, keep.f_select(1, t)?);
+        let delta = rt.f_add(&next_value.f_mul_scalar(gamma)?)?.f_sub(&vt)?;
+        let new = delta.f_add(&last.f_mul_scalar(gamma * lam)?)?;
+        next_value = vt.f_where_self(&kt, &next_value)?;
+        last = new.f_where_self(&kt, &last)?;
+        columns.push(last.shallow_clone());
+    }
+    columns.reverse();
+    let adv = Tensor::f_stack(&columns, 1)?;
+    let ret = adv.f_add(&v)?;
+    let (mean, var) = stats_device(&adv, m, b.kind, "response_mask")?;
+    let adv = adv
+        .f_sub(&mean)?
+        .f_mul(&var.f_add_scalar(MASK_EPS)?.f_rsqrt()?)?;
+    Ok((adv, ret))
+}
+
+/// REINFORCE++: discounted returns (reset at masked steps), whitened over the batch, times mask.
+pub fn reinforce_plus_plus(
+    rewards: &Tensor,
+    mask: &Tensor,
+    gamma: f64,
+    path: TensorPath,
+) -> Result<(Tensor, Tensor)> {
+    let batch = float_batch(rewards, "token_level_rewards")?;
+    expect_same_shape(mask, "response_mask", rewards, "token_level_rewards")?;
+    check_unit("gamma", gamma)?;
+    check_nonempty(&batch, "token_level_rewards")?;
+    let (adv, ret) = match path.resolve(batch.device)? {
+        TensorPath::Cpu => {
+            let r = compute_view(rewards, batch.kind)?;
+            let m = compute_view(mask, batch.kind)?;
+            if batch.kind == Kind::Double {
+                rpp_cpu::<f64>(&r, &m, gamma, &batch)?
+            } else {
+                rpp_cpu::<f32>(&r, &m, gamma, &batch)?
+            }
+        }
+        _ => {
+            let r = rewards.f_to_kind(batch.kind)?;
+            let keep = mask.f_ne(0.0)?;
+            let mut run = r.f_select(1, 0)?.f_zeros_like()?;
+            let mut columns = Vec::with_capacity(batch.cols);
+            for t in (0..batch.cols as i64).rev() {
+                let kt = keep.f_select(1, t)?;
+                let new = r.f_select(1, t)?.f_add(&run.f_mul_scalar(gamma)?)?;
+                columns.push(new.f_where_scalarother(&kt, 0.0)?);
+                run = new.f_where_self(&kt, &run)?;
+            }
+            columns.reverse();
+            let ret = Tensor::f_stack(&columns, 1)?;
+            let (mean, var) = stats_device(&ret, mask, batch.kind, "response_mask")?;
+            let m = mask.f_to_kind(batch.kind)?;
+            let adv = ret
+                .f_sub(&mean)?
+                .f_mul(&var.f_add_scalar(MASK_EPS)?.f_rsqrt()?)?
+                .f_mul(&m)?;
+            (adv, ret)
+        }
+    };
+    Ok((
+        adv.f_to_kind(batch.out_kind)?,
+        ret.f_to_kind(batch.out_kind)?,
+    ))
+}
+
+fn rpp_cpu<T: Real>(r: &Tensor, m: &Tensor, gamma: f64, b: &Batch) -> Result<(Tensor, Tensor)> {
+    let shape = [b.rows as i64, b.cols as i64];
+    let mut ret = tensor::empty_cpu::<T>(&shape)?;
+    let (rs, ms) = (
+        tensor::cpu_slice::<T>(r, "token_level_rewards")?,
+        tensor::cpu_slice::<T>(m, "response_mask")?,
+    );
+    let g = T::from_f64(gamma).to_f64();
+    {
+        let out = tensor::cpu_slice_mut::<T>(&mut ret, "returns")?;
+        parallel::install(|| {
+            out.par_chunks_mut(b.cols).enumerate().for_each(|(i, row)| {
+                let o = i * b.cols;
+                let mut run = T::from_f64(0.0);
+                for t in (0..b.cols).rev() {
+                    let new =
+                        T::from_f64(rs[o + t].to_f64() + T::from_f64(g * run.to_f64()).to_f64());
+                    if ms[o + t].to_f64() != 0.0 {
+                        row[t] = new;
+                        run = new;
+                    } else {
+                        row[t] = T::from_f64(0.0);
+                    }
+                }
+            })
+        })?;
+    }
+    let mut adv = tensor::fresh_copy(&ret)?;
+    {
+        let rets = tensor::cpu_slice::<T>(&ret, "returns")?;
+        let stats = stats_cpu(rets, ms, b.cols, "response_mask")?;
+        let a = tensor::cpu_slice_mut::<T>(&mut adv, "advantages")?;
+        whiten_in_place(a, stats)?;
+        for (v, &mv) in a.iter_mut().zip(ms) {
+            *v = T::from_f64(v.to_f64() * mv.to_f64());
+        }
+    }
+    Ok((adv, ret))
+}
+
+/// What a group of a single sample gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Singleton {
+    /// verl: mean 0 and std 1 (GRPO), or the raw score (RLOO's loop version).
+    Raw,
+    /// TRL / verl's vectorised RLOO: advantage 0.
+    Zero,
+}
+
+impl Singleton {
+    /// Parses `"raw"` or `"zero"`.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "raw" => Ok(Self::Raw),
+            "zero" => Ok(Self::Zero),
+            other => Err(Error::value(
+                "singleton",
+                "one of 'raw', 'zero'",
+                format!("{other:?}"),
+            )),
+        }
+    }
+}
+
+/// Which outcome estimator [`outcome`] computes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Outcome {
+    /// GRPO: `(s - mean_g) / (std_g + eps)`, or `s - mean_g` without std normalisation.
+    Grpo {
+        norm_by_std: bool,
+        epsilon: f64,
+        singleton: Singleton,
+    },
+    /// RLOO: `n/(n-1) (s - mean_g)`.
+    Rloo { singleton: Singleton },
+}
+
+struct GroupStats {
+    mean: Vec<f64>,
+    std: Vec<f64>,
+    count: Vec<usize>,
+}
+
+fn group_stats(scores: &[f64], groups: &[usize], n_groups: usize) -> GroupStats {
+    let mut sum = vec![0.0; n_groups];
+    let mut count = vec![0usize; n_groups];
+    for (&s, &g) in scores.iter().zip(groups) {
+        sum[g] += s;
+        count[g] += 1;
+    }
+    let mean: Vec<f64> = sum.iter().zip(&count).map(|(s, &n)| s / n as f64).collect();
+    let mut sq = vec![0.0; n_groups];
+    for (&s, &g) in scores.iter().zip(groups) {
+        sq[g] += (s - mean[g]) * (s - mean[g]);
+    }
+    let std = sq
+        .iter()
+        .zip(&count)
+        .map(|(q, &n)| {
+            if n > 1 {
+                (q / (n - 1) as f64).sqrt()
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    GroupStats { mean, std, count }
+}
+
+/// Outcome advantages (GRPO family, RLOO): one scalar per sequence, broadcast over its mask.
+///
+/// `group_ids` is an int64 tensor `[B]` (any values; groups need not be contiguous).
+pub fn outcome(
+    rewards: &Tensor,
+    mask: &Tensor,
+    group_ids: &Tensor,
+    estimator: Outcome,
+    path: TensorPath,
+) -> Result<(Tensor, Tensor)> {
+    let batch = float_batch(rewards, "token_level_rewards")?;
+    expect_same_shape(mask, "response_mask", rewards, "token_level_rewards")?;
+    tensor::expect_ndim(group_ids, "group_ids", 1)?;
+    let ids = tensor::integer_as_i64(group_ids, "group_ids")?;
+    if ids.size()[0] as usize != batch.rows {
+        return Err(Error::shape(
+            "group_ids",
+            format!(
+                "one id per row of `token_level_rewards` ({} rows)",
+                batch.rows
+            ),
+            format!("{} ids", ids.size()[0]),
+        ));
+    }
+    if batch.rows == 0 {
+        return Err(Error::shape(
+            "token_level_rewards",
+            "a non-empty batch",
+            "0 rows",
+        ));
+    }
+    if let Outcome::Grpo { epsilon, .. } = estimator {
+        if !(epsilon.is_finite() && epsilon >= 0.0) {
+            return Err(Error::value("epsilon", "a finite value >= 0", epsilon));
+        }
+    }
+    // Scores are per-row sums; group statistics are tiny (B values) and computed on the host in
+    // f64 in row order, so a constant group gives exactly 0 whatever the summation order.
+    let r = rewards.f_to_kind(Kind::Double)?;
+    let r = r.f_where_scalarother(&mask.f_ne(0.0)?.f_logical_or(&r.f_isfinite()?)?, 0.0)?;
+    let scores_t = r
+        .f_sum_dim_intlist(1, false, Kind::Double)?
+        .f_to_device(tch::Device::Cpu)?;
+    let scores = tensor::cpu_slice::<f64>(&scores_t, "scores")?.to_vec();
+    let ids_cpu = tensor::contiguous(&ids.f_to_device(tch::Device::Cpu)?);
+    let (groups, n_groups) = dense_groups(tensor::cpu_slice::<i64>(&ids_cpu, "group_ids")?);
+    let st = group_stats(&scores, &groups, n_groups);
+    let per_row: Vec<f64> = scores
+        .iter()
+        .zip(&groups)
+        .map(|(&s, &g)| {
+            let n = st.count[g];
+            match estimator {
+                Outcome::Grpo {
+                    norm_by_std,
+                    epsilon,
+                    singleton,
+                } => {
+                    if n == 1 {
+                        return match singleton {
+                            Singleton::Zero => 0.0,
+                            Singleton::Raw if norm_by_std => s / (1.0 + epsilon),
+                            Singleton::Raw => s,
+                        };
+                    }
+                    let centered = s - st.mean[g];
+                    if norm_by_std {
+                        centered / (st.std[g] + epsilon)
+                    } else {
+                        centered
+                    }
+                }
+                Outcome::Rloo { singleton } => {
+                    if n == 1 {
+                        return if singleton == Singleton::Raw { s } else { 0.0 };
+                    }
+                    let k = n as f64 / (n - 1) as f64;
+                    s * k - st.mean[g] * k
+                }
+            }
+        })
+        .collect();
+    let adv = broadcast_rows(&per_row, mask, &batch, path)?;
+    Ok((adv.shallow_clone(), adv))
+}
+
+/// `out[i, t] = a[i] * mask[i, t]` in the batch's compute dtype, then the input dtype.
+fn broadcast_rows(per_row: &[f64], mask: &Tensor, b: &Batch, path: TensorPath) -> Result<Tensor> {
+    let out = match path.resolve(b.device)? {
+        TensorPath::Cpu => {
+            let m = compute_view(mask, b.kind)?;
+            if b.kind == Kind::Double {
+                broadcast_cpu::<f64>(per_row, &m, b)?
+            } else {
+                broadcast_cpu::<f32>(per_row, &m, b)?
+            }
+        }
+        _ => {
+            let a = Tensor::f_from_slice(per_row)?
+                .f_to_kind(b.kind)?
+                .f_to_device(b.device)?;
+            a.f_unsqueeze(1)?.f_mul(&mask.f_to_kind(b.kind)?)?
+        }
+    };
+    Ok(out.f_to_kind(b.out_kind)?)
+}
+
+fn broadcast_cpu<T: Real>(per_row: &[f64], m: &Tensor, b: &Batch) -> Result<Tensor> {
+    let mut out = tensor::empty_cpu::<T>(&[b.rows as i64, b.cols as i64])?;
+    let ms = tensor::cpu_slice::<T>(m, "response_mask")?;
+    let o = tensor::cpu_slice_mut::<T>(&mut out, "advantages")?;
+    parallel::install(|| {
+        o.par_chunks_mut(b.cols.max(1))
+            .zip(ms.par_chunks(b.cols.max(1)))
+            .zip(per_row.par_iter())
+            .for_each(|((row, mrow), &a)| {
+                // Rounded once to T, then multiplied in T, as verl does.
+                let a = T::from_f64(a).to_f64();
+                for (v, &mv) in row.iter_mut().zip(mrow) {
+                    *v = T::from_f64(a * mv.to_f64());
+                }
+            })
+    })?;
+    Ok(out)
+}

@@ -1,0 +1,118 @@
+//! RL math over `[B, T]` response tensors: masked statistics and advantage estimators.
+//!
+//! Spec: `shared/spec/rl_math.md`. Defaults follow verl 0.9.1 (`core_algos`), to float32 rounding.
+//!
+//! Every function has a CPU path over raw memory (rayon over rows, reductions in f64 combined in
+//! row order, so the bits never depend on the thread count) and a device path of tch ops.
+//! Inputs may be float32 or float64 (computed natively) or bf16/fp16 (computed in float32 and
+//! returned in the input dtype).
+
+pub mod advantages;
+pub mod masked;
+
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Error, Result};
+use crate::tensor::{self, kind_name};
+
+/// Element types the CPU kernels run on.
+pub trait Real: tch::kind::Element + Copy + Send + Sync + 'static {
+    /// Widens to f64 for reductions.
+    fn to_f64(self) -> f64;
+    /// Narrows from f64 (round to nearest).
+    fn from_f64(v: f64) -> Self;
+}
+
+impl Real for f32 {
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+
+impl Real for f64 {
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+}
+
+/// A `[B, T]` float batch validated and converted for computation.
+pub(crate) struct Batch {
+    /// The input's dtype, restored on the outputs.
+    pub out_kind: Kind,
+    /// float32 or float64: the dtype the kernels run in.
+    pub kind: Kind,
+    pub device: Device,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+/// Checks that `t` is a 2-D float tensor and returns its batch description.
+pub(crate) fn float_batch(t: &Tensor, arg: &str) -> Result<Batch> {
+    tensor::expect_ndim(t, arg, 2)?;
+    let kind = tensor::kind_of(t, arg)?;
+    let compute = match kind {
+        Kind::Float | Kind::Double => kind,
+        Kind::Half | Kind::BFloat16 => Kind::Float,
+        other => {
+            return Err(Error::dtype(
+                arg,
+                "a floating-point tensor (float32, float64, bfloat16 or float16)",
+                kind_name(other),
+            ))
+        }
+    };
+    let size = t.size();
+    Ok(Batch {
+        out_kind: kind,
+        kind: compute,
+        device: t.device(),
+        rows: size[0] as usize,
+        cols: size[1] as usize,
+    })
+}
+
+/// Checks that `other` has exactly the shape and device of the batch led by `lead`.
+pub(crate) fn expect_same_shape(
+    other: &Tensor,
+    arg: &str,
+    lead: &Tensor,
+    lead_arg: &str,
+) -> Result<()> {
+    if other.size() != lead.size() {
+        return Err(Error::shape(
+            arg,
+            format!("the shape of `{lead_arg}` {}", tensor::shape_name(lead)),
+            tensor::shape_name(other),
+        ));
+    }
+    tensor::expect_device(other, arg, lead.device())
+}
+
+/// `t` in the compute dtype, contiguous (no copy when it already is).
+pub(crate) fn compute_view(t: &Tensor, kind: Kind) -> Result<Tensor> {
+    let t = if tensor::kind_of(t, "tensor")? == kind {
+        t.shallow_clone()
+    } else {
+        t.f_to_kind(kind)?
+    };
+    Ok(tensor::contiguous(&t))
+}
+
+/// Per-row group index in `0..n_groups` (first-appearance order) from int64 group ids.
+pub fn dense_groups(ids: &[i64]) -> (Vec<usize>, usize) {
+    let mut map = std::collections::HashMap::with_capacity(ids.len());
+    let dense = ids
+        .iter()
+        .map(|&id| {
+            let next = map.len();
+            *map.entry(id).or_insert(next)
+        })
+        .collect();
+    (dense, map.len())
+}
