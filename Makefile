@@ -31,11 +31,13 @@ SOURCES := $(shell find src -type f -name '*.rs') Cargo.toml pyproject.toml
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tests/requirements-verl.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@# torch first: the Rust build links the libtorch inside it. The dev extra comes with r1kit below.
 	$(BIN)/python -m pip install --quiet "torch==2.13.0" "maturin>=1.7,<2"
+	@# verl 0.9.1 and the pinned minimum its core_algos import needs: the parity reference.
+	$(BIN)/python -m pip install --quiet --no-deps -r tests/requirements-verl.txt
 	touch $(STAMP)
 
 BUILT := $(VENV)/.r1kit-built

@@ -7,17 +7,17 @@ import torch
 
 __all__ = [
     "NoiseSchedule",
+    "_roundtrip",
+    "_tensor_info",
     "gae",
+    "get_num_threads",
     "grpo",
+    "hash_key",
     "masked_mean",
     "masked_var",
     "masked_whiten",
     "reinforce_plus_plus",
     "rloo",
-    "_roundtrip",
-    "_tensor_info",
-    "get_num_threads",
-    "hash_key",
     "set_num_threads",
 ]
 

@@ -48,7 +48,9 @@ def _group_tensor(group_ids: object) -> torch.Tensor:
         return group_ids
     if isinstance(group_ids, np.ndarray):
         if group_ids.ndim != 1:
-            raise ShapeError(f"`group_ids`: expected a 1-D array, got shape {list(group_ids.shape)}")
+            raise ShapeError(
+                f"`group_ids`: expected a 1-D array, got shape {list(group_ids.shape)}"
+            )
         if group_ids.dtype.kind in "iu":
             return torch.from_numpy(np.ascontiguousarray(group_ids).astype(np.int64, copy=False))
         group_ids = group_ids.tolist()
