@@ -231,15 +231,23 @@ fn rpp_cpu<T: Real>(r: &Tensor, m: &Tensor, gamma: f64, b: &Batch) -> Result<(Te
             })
         })?;
     }
-    let mut adv = tensor::fresh_copy(&ret)?;
+    let mut adv = tensor::empty_cpu::<T>(&shape)?;
     {
         let rets = tensor::cpu_slice::<T>(&ret, "returns")?;
         let stats = stats_cpu(rets, ms, b.cols, "response_mask")?;
+        let scale = 1.0 / (stats.var + MASK_EPS).sqrt();
         let a = tensor::cpu_slice_mut::<T>(&mut adv, "advantages")?;
-        whiten_in_place(a, stats)?;
-        for (v, &mv) in a.iter_mut().zip(ms) {
-            *v = T::from_f64(v.to_f64() * mv.to_f64());
-        }
+        parallel::install(|| {
+            a.par_chunks_mut(1 << 14)
+                .zip(rets.par_chunks(1 << 14))
+                .zip(ms.par_chunks(1 << 14))
+                .for_each(|((ac, rc), mc)| {
+                    for ((av, &rv), &mv) in ac.iter_mut().zip(rc).zip(mc) {
+                        let w = T::from_f64((rv.to_f64() - stats.mean) * scale);
+                        *av = T::from_f64(w.to_f64() * mv.to_f64());
+                    }
+                })
+        })?;
     }
     Ok((adv, ret))
 }
@@ -349,14 +357,10 @@ pub fn outcome(
             return Err(Error::value("epsilon", "a finite value >= 0", epsilon));
         }
     }
-    // Scores are per-row sums; group statistics are tiny (B values) and computed on the host in
-    // f64 in row order, so a constant group gives exactly 0 whatever the summation order.
-    let r = rewards.f_to_kind(Kind::Double)?;
-    let r = r.f_where_scalarother(&mask.f_ne(0.0)?.f_logical_or(&r.f_isfinite()?)?, 0.0)?;
-    let scores_t = r
-        .f_sum_dim_intlist(1, false, Kind::Double)?
-        .f_to_device(tch::Device::Cpu)?;
-    let scores = tensor::cpu_slice::<f64>(&scores_t, "scores")?.to_vec();
+    // Scores are per-row sums (in f64; non-finite rewards under mask 0 are ignored). Group
+    // statistics are tiny (B values) and computed on the host in f64 in row order, so a constant
+    // group gives exactly 0 whatever the summation order.
+    let scores = row_scores(rewards, mask, &batch, path)?;
     let ids_cpu = tensor::contiguous(&ids.f_to_device(tch::Device::Cpu)?);
     let (groups, n_groups) = dense_groups(tensor::cpu_slice::<i64>(&ids_cpu, "group_ids")?);
     let st = group_stats(&scores, &groups, n_groups);
@@ -397,6 +401,53 @@ pub fn outcome(
         .collect();
     let adv = broadcast_rows(&per_row, mask, &batch, path)?;
     Ok((adv.shallow_clone(), adv))
+}
+
+/// Per-row sums of the rewards in f64 (host vector), skipping non-finite values under mask 0.
+fn row_scores(rewards: &Tensor, mask: &Tensor, b: &Batch, path: TensorPath) -> Result<Vec<f64>> {
+    match path.resolve(b.device)? {
+        TensorPath::Cpu => {
+            let r = compute_view(rewards, b.kind)?;
+            let m = compute_view(mask, b.kind)?;
+            if b.kind == Kind::Double {
+                row_scores_cpu::<f64>(&r, &m, b.cols)
+            } else {
+                row_scores_cpu::<f32>(&r, &m, b.cols)
+            }
+        }
+        _ => {
+            let r = rewards.f_to_kind(Kind::Double)?;
+            let keep = mask.f_ne(0.0)?.f_logical_or(&r.f_isfinite()?)?;
+            let s = r
+                .f_where_scalarother(&keep, 0.0)?
+                .f_sum_dim_intlist(1, false, Kind::Double)?;
+            let s = s.f_to_device(tch::Device::Cpu)?;
+            Ok(tensor::cpu_slice::<f64>(&s, "scores")?.to_vec())
+        }
+    }
+}
+
+fn row_scores_cpu<T: Real>(r: &Tensor, m: &Tensor, cols: usize) -> Result<Vec<f64>> {
+    let (rs, ms) = (
+        tensor::cpu_slice::<T>(r, "token_level_rewards")?,
+        tensor::cpu_slice::<T>(m, "response_mask")?,
+    );
+    parallel::install(|| {
+        rs.par_chunks(cols)
+            .enumerate()
+            .map(|(i, rrow)| {
+                let mut s = 0.0;
+                for (t, &rv) in rrow.iter().enumerate() {
+                    let x = rv.to_f64();
+                    // The mask is read only for non-finite rewards: one pass over the rewards.
+                    if x.is_finite() || ms[i * cols + t].to_f64() != 0.0 {
+                        s += x;
+                    }
+                }
+                s
+            })
+            .collect()
+    })
 }
 
 /// `out[i, t] = a[i] * mask[i, t]` in the batch's compute dtype, then the input dtype.
