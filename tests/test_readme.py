@@ -13,10 +13,15 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def test_readme_python_blocks_run() -> None:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert blocks, "README has no python example"
-    for block in blocks:
-        namespace: dict[str, object] = {}
+    namespace: dict[str, object] = {}
+    for block in blocks:  # one session, block after block, as a reader would type them
         exec(compile(block, str(README), "exec"), namespace)
     noisy = namespace["noisy"]
     assert isinstance(noisy, torch.Tensor) and noisy.tolist() == [False, True]
     schedule = namespace["schedule"]
     assert round(schedule.probability(100), 4) == 0.1633  # type: ignore[attr-defined]
+    advantages = namespace["advantages"]
+    assert isinstance(advantages, torch.Tensor)
+    torch.testing.assert_close(
+        advantages[:2, 0], torch.tensor([0.7071, -0.7071]), atol=1e-4, rtol=0
+    )
