@@ -247,3 +247,27 @@ def test_bad_inputs() -> None:
     with pytest.raises(r1kit.ArgumentError, match="`response_mask`"):
         rl.gae(r, v, torch.zeros(4, 5))
     assert math.isfinite(rl.gae(r, v, m)[0].abs().max().item())
+
+
+@needs_verl
+def test_group_baseline_estimators_match_verl(tensor_path: str) -> None:
+    r, m, uids = uid_batch(6)
+    want, _ = verl_algos.compute_opo_outcome_advantage(r, m, uids)
+    torch.testing.assert_close(rl.opo(r, m, uids)[0], want, rtol=RTOL, atol=ATOL)
+    want, _ = verl_algos.compute_gpg_outcome_advantage(r, m, uids)
+    torch.testing.assert_close(rl.gpg(r, m, uids)[0], want, rtol=RTOL, atol=ATOL)
+    want, _ = verl_algos.compute_reinforce_plus_plus_baseline_outcome_advantage(r, m, uids)
+    got, _ = rl.reinforce_plus_plus_baseline(r, m, uids)
+    torch.testing.assert_close(got, want, rtol=RTOL, atol=ATOL)
+
+
+@needs_verl
+def test_remax_matches_verl(tensor_path: str) -> None:
+    r, _, m = batch(32, 20, seed=8)
+    b = torch.randn(32)
+    want_a, want_r = verl_algos.compute_remax_outcome_advantage(r, b, m)
+    adv, ret = rl.remax(r, m, b)
+    torch.testing.assert_close(adv, want_a, rtol=RTOL, atol=ATOL)
+    torch.testing.assert_close(ret, want_r, rtol=RTOL, atol=ATOL)
+    with pytest.raises(r1kit.ShapeError, match="`reward_baselines`"):
+        rl.remax(r, m, b[:3])

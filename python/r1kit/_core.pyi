@@ -16,7 +16,9 @@ __all__ = [
     "masked_mean",
     "masked_var",
     "masked_whiten",
+    "outcome",
     "reinforce_plus_plus",
+    "remax",
     "rloo",
     "set_num_threads",
 ]
@@ -107,5 +109,18 @@ def rloo(
     response_mask: torch.Tensor,
     group_ids: torch.Tensor,
     singleton: str,
+    path: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+def outcome(
+    estimator: str,
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    group_ids: torch.Tensor,
+    path: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+def remax(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    reward_baselines: torch.Tensor,
     path: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]: ...

@@ -29,11 +29,15 @@ from r1kit.errors import ArgumentTypeError, ShapeError
 __all__ = [
     "GroupIds",
     "gae",
+    "gpg",
     "grpo",
     "masked_mean",
     "masked_var",
     "masked_whiten",
+    "opo",
     "reinforce_plus_plus",
+    "reinforce_plus_plus_baseline",
+    "remax",
     "rloo",
 ]
 
@@ -227,3 +231,98 @@ def rloo(
         return _core.rloo(
             token_level_rewards, response_mask, _group_tensor(group_ids), singleton, path
         )
+
+
+def reinforce_plus_plus_baseline(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    group_ids: GroupIds,
+    *,
+    path: TensorPath | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """REINFORCE++ with a group baseline: ``s_i - mean_g`` over the mask, whitened over the batch.
+
+    A constant group does not give 0: the batch mean is subtracted by the whitening.
+
+    Example:
+        >>> r = torch.tensor([[1.0, 0.0], [0.0, 0.0], [2.0, 0.0]])
+        >>> adv, _ = reinforce_plus_plus_baseline(r, torch.ones(3, 2), [0, 0, 1])
+        >>> adv.shape
+        torch.Size([3, 2])
+    """
+    with torch.no_grad():
+        return _core.outcome(
+            "reinforce_plus_plus_baseline",
+            token_level_rewards,
+            response_mask,
+            _group_tensor(group_ids),
+            path,
+        )
+
+
+def opo(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    group_ids: GroupIds,
+    *,
+    path: TensorPath | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """OPO: ``s_i`` minus the length-weighted mean score of its group.
+
+    The baseline is ``sum_j L_j s_j / sum_j L_j`` (``L_j`` = response length); a group of one,
+    or one whose rows are all empty, has baseline 0.
+
+    Example:
+        >>> r = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+        >>> m = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+        >>> opo(r, m, [0, 0])[0][:, 0]  # baseline (2*1 + 1*0) / 3
+        tensor([ 0.3333, -0.6667])
+    """
+    with torch.no_grad():
+        return _core.outcome(
+            "opo", token_level_rewards, response_mask, _group_tensor(group_ids), path
+        )
+
+
+def gpg(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    group_ids: GroupIds,
+    *,
+    path: TensorPath | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GPG: ``alpha (s_i - mean_g)`` with ``alpha = B / max(#nonzero scores, 1)``.
+
+    Example:
+        >>> r = torch.tensor([[1.0], [0.0], [0.0], [0.0]])
+        >>> gpg(r, torch.ones(4, 1), [0, 0, 1, 1])[0].flatten()  # alpha = 4
+        tensor([ 2., -2.,  0.,  0.])
+    """
+    with torch.no_grad():
+        return _core.outcome(
+            "gpg", token_level_rewards, response_mask, _group_tensor(group_ids), path
+        )
+
+
+def remax(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    reward_baselines: torch.Tensor,
+    *,
+    path: TensorPath | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ReMax: returns ``G`` = reverse cumulative sum of ``r * mask``; ``A = G - b_i * mask``.
+
+    Args:
+        token_level_rewards: float ``[B, T]``.
+        response_mask: ``[B, T]``.
+        reward_baselines: ``[B]``, the greedy rollout's reward per row.
+        path: accepted for symmetry; one tch expression serves both paths.
+
+    Example:
+        >>> r = torch.tensor([[0.0, 1.0]])
+        >>> remax(r, torch.ones(1, 2), torch.tensor([0.5]))
+        (tensor([[0.5000, 0.5000]]), tensor([[1., 1.]]))
+    """
+    with torch.no_grad():
+        return _core.remax(token_level_rewards, response_mask, reward_baselines, path)

@@ -41,5 +41,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(rl::reinforce_plus_plus, m)?)?;
     m.add_function(wrap_pyfunction!(rl::grpo, m)?)?;
     m.add_function(wrap_pyfunction!(rl::rloo, m)?)?;
+    m.add_function(wrap_pyfunction!(rl::outcome, m)?)?;
+    m.add_function(wrap_pyfunction!(rl::remax, m)?)?;
     Ok(())
 }

@@ -135,3 +135,52 @@ pub fn rloo<'py>(
     let out = py.detach(move || advantages::outcome(&r, &m, &g, estimator, path))?;
     pair(py, out)
 }
+
+/// Group-baseline estimators without options: "opo", "gpg", "reinforce_plus_plus_baseline".
+#[pyfunction]
+#[pyo3(signature = (estimator, token_level_rewards, response_mask, group_ids, path = None))]
+pub fn outcome<'py>(
+    py: Python<'py>,
+    estimator: &Bound<'py, PyAny>,
+    token_level_rewards: &Bound<'py, PyAny>,
+    response_mask: &Bound<'py, PyAny>,
+    group_ids: &Bound<'py, PyAny>,
+    path: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Pair<'py>> {
+    let estimator = match args::string(estimator, "estimator")?.as_str() {
+        "opo" => Outcome::Opo,
+        "gpg" => Outcome::Gpg,
+        "reinforce_plus_plus_baseline" => Outcome::ReinforcePlusPlusBaseline,
+        other => {
+            return Err(crate::Error::value(
+                "estimator",
+                "one of 'opo', 'gpg', 'reinforce_plus_plus_baseline'",
+                format!("{other:?}"),
+            )
+            .into())
+        }
+    };
+    let r = tensor_arg(token_level_rewards, "token_level_rewards")?;
+    let m = tensor_arg(response_mask, "response_mask")?;
+    let g = tensor_arg(group_ids, "group_ids")?;
+    let path = path_arg(path)?;
+    let out = py.detach(move || advantages::outcome(&r, &m, &g, estimator, path))?;
+    pair(py, out)
+}
+
+#[pyfunction]
+#[pyo3(signature = (token_level_rewards, response_mask, reward_baselines, path = None))]
+pub fn remax<'py>(
+    py: Python<'py>,
+    token_level_rewards: &Bound<'py, PyAny>,
+    response_mask: &Bound<'py, PyAny>,
+    reward_baselines: &Bound<'py, PyAny>,
+    path: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Pair<'py>> {
+    let r = tensor_arg(token_level_rewards, "token_level_rewards")?;
+    let m = tensor_arg(response_mask, "response_mask")?;
+    let b = tensor_arg(reward_baselines, "reward_baselines")?;
+    let path = path_arg(path)?;
+    let out = py.detach(move || advantages::remax(&r, &m, &b, path))?;
+    pair(py, out)
+}

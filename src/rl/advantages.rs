@@ -287,6 +287,14 @@ pub enum Outcome {
     },
     /// RLOO: `n/(n-1) (s - mean_g)`.
     Rloo { singleton: Singleton },
+    /// OPO: `s - sum_j L_j s_j / sum_j L_j` (length-weighted group baseline; 0 for a singleton
+    /// or a group whose rows are all empty).
+    Opo,
+    /// GPG: `alpha (s - mean_g)`, `alpha = B / max(count_nonzero(s), 1)` over the batch.
+    Gpg,
+    /// REINFORCE++ with a group baseline: `s - mean_g`, broadcast over the mask, whitened over the
+    /// batch, times the mask.
+    ReinforcePlusPlusBaseline,
 }
 
 struct GroupStats {
@@ -364,6 +372,26 @@ pub fn outcome(
     let ids_cpu = tensor::contiguous(&ids.f_to_device(tch::Device::Cpu)?);
     let (groups, n_groups) = dense_groups(tensor::cpu_slice::<i64>(&ids_cpu, "group_ids")?);
     let st = group_stats(&scores, &groups, n_groups);
+    let opo_baseline = if estimator == Outcome::Opo {
+        let lengths = mask
+            .f_to_kind(Kind::Double)?
+            .f_sum_dim_intlist(1, false, Kind::Double)?;
+        let lengths = lengths.f_to_device(tch::Device::Cpu)?;
+        let lengths = tensor::cpu_slice::<f64>(&lengths, "response_mask")?;
+        let (mut weighted, mut total) = (vec![0.0; n_groups], vec![0.0; n_groups]);
+        for ((&sc, &g), &l) in scores.iter().zip(&groups).zip(lengths) {
+            weighted[g] += l * sc;
+            total[g] += l;
+        }
+        weighted
+            .iter()
+            .zip(&total)
+            .map(|(w, t)| if *t > 0.0 { w / t } else { 0.0 })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let gpg_alpha = batch.rows as f64 / scores.iter().filter(|&&v| v != 0.0).count().max(1) as f64;
     let per_row: Vec<f64> = scores
         .iter()
         .zip(&groups)
@@ -396,10 +424,21 @@ pub fn outcome(
                     let k = n as f64 / (n - 1) as f64;
                     s * k - st.mean[g] * k
                 }
+                Outcome::Opo if n == 1 => s,
+                Outcome::Opo => s - opo_baseline[g],
+                Outcome::Gpg if n == 1 => gpg_alpha * s,
+                Outcome::Gpg => gpg_alpha * (s - st.mean[g]),
+                Outcome::ReinforcePlusPlusBaseline if n == 1 => s,
+                Outcome::ReinforcePlusPlusBaseline => s - st.mean[g],
             }
         })
         .collect();
     let adv = broadcast_rows(&per_row, mask, &batch, path)?;
+    if estimator == Outcome::ReinforcePlusPlusBaseline {
+        let m = mask.f_to_kind(batch.out_kind)?;
+        let adv = super::masked::masked_whiten(&adv, mask, path)?.f_mul(&m)?;
+        return Ok((adv.shallow_clone(), adv));
+    }
     Ok((adv.shallow_clone(), adv))
 }
 
@@ -488,4 +527,105 @@ fn broadcast_cpu<T: Real>(per_row: &[f64], m: &Tensor, b: &Batch) -> Result<Tens
             })
     })?;
     Ok(out)
+}
+
+/// ReMax: returns `G = reverse cumsum(r * m)` and advantages `G - b_i * m`.
+pub fn remax(
+    rewards: &Tensor,
+    mask: &Tensor,
+    reward_baselines: &Tensor,
+    path: TensorPath,
+) -> Result<(Tensor, Tensor)> {
+    let batch = float_batch(rewards, "token_level_rewards")?;
+    expect_same_shape(mask, "response_mask", rewards, "token_level_rewards")?;
+    tensor::expect_ndim(reward_baselines, "reward_baselines", 1)?;
+    tensor::expect_device(reward_baselines, "reward_baselines", batch.device)?;
+    if reward_baselines.size()[0] as usize != batch.rows {
+        return Err(Error::shape(
+            "reward_baselines",
+            format!(
+                "one baseline per row of `token_level_rewards` ({} rows)",
+                batch.rows
+            ),
+            format!("{} values", reward_baselines.size()[0]),
+        ));
+    }
+    check_nonempty(&batch, "token_level_rewards")?;
+    let kind = batch.kind;
+    let (r, m) = (rewards.f_to_kind(kind)?, mask.f_to_kind(kind)?);
+    let b = reward_baselines.f_to_kind(kind)?;
+    let _ = path; // one fused tch expression serves both paths (two passes over memory either way)
+    let keep = m.f_ne(0.0)?;
+    let rm = r.f_mul(&m)?.f_where_scalarother(&keep, 0.0)?;
+    let returns = rm.f_flip([1])?.f_cumsum(1, kind)?.f_flip([1])?;
+    let adv = returns.f_sub(&b.f_unsqueeze(1)?.f_mul(&m)?)?;
+    Ok((
+        adv.f_to_kind(batch.out_kind)?,
+        returns.f_to_kind(batch.out_kind)?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn t(rows: &[&[f32]]) -> Tensor {
+        let flat: Vec<f32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+        Tensor::from_slice(&flat).reshape([rows.len() as i64, rows[0].len() as i64])
+    }
+
+    #[test]
+    fn gae_returns_hand_worked() {
+        // gamma 0.5, lam 1, V = 0: returns are the discounted rewards; masked steps carry over.
+        let r = t(&[&[0.0, 0.0, 1.0], &[1.0, 0.0, 0.0]]);
+        let m = t(&[&[1.0, 1.0, 1.0], &[1.0, 0.0, 0.0]]);
+        let v = Tensor::zeros([2, 3], (Kind::Float, Device::Cpu));
+        for path in [TensorPath::Cpu, TensorPath::Device] {
+            let (_, ret) = gae(&r, &v, &m, 0.5, 1.0, path).unwrap();
+            let want = t(&[&[0.25, 0.5, 1.0], &[1.0, 0.0, 0.0]]);
+            assert!(ret.allclose(&want, 1e-6, 1e-7, false), "{path:?}");
+        }
+    }
+
+    #[test]
+    fn grpo_constant_group_is_zero_and_singleton_options() {
+        let r = t(&[&[0.1], &[0.1], &[0.1], &[2.0]]);
+        let m = Tensor::ones([4, 1], (Kind::Float, Device::Cpu));
+        let ids = Tensor::from_slice(&[5i64, 5, 5, 9]);
+        let raw = Outcome::Grpo {
+            norm_by_std: true,
+            epsilon: 1e-6,
+            singleton: Singleton::Raw,
+        };
+        let (a, _) = outcome(&r, &m, &ids, raw, TensorPath::Cpu).unwrap();
+        let a: Vec<f32> = Vec::try_from(a.flatten(0, 1)).unwrap();
+        assert_eq!(&a[..3], &[0.0, 0.0, 0.0]);
+        assert!((a[3] - 2.0 / (1.0 + 1e-6)).abs() < 1e-6);
+        let zero = Outcome::Grpo {
+            norm_by_std: true,
+            epsilon: 1e-4,
+            singleton: Singleton::Zero,
+        };
+        let (z, _) = outcome(&r, &m, &ids, zero, TensorPath::Device).unwrap();
+        assert_eq!(z.double_value(&[3, 0]), 0.0);
+    }
+
+    #[test]
+    fn bad_inputs_name_arguments() {
+        let r = t(&[&[1.0, 2.0]]);
+        let m = t(&[&[1.0, 1.0]]);
+        match gae(&r, &m, &m, 1.5, 1.0, TensorPath::Cpu) {
+            Err(Error::Value(e)) => assert_eq!(e.arg, "gamma"),
+            other => panic!("{other:?}"),
+        }
+        let ids = Tensor::from_slice(&[1i64, 2]);
+        let est = Outcome::Rloo {
+            singleton: Singleton::Raw,
+        };
+        match outcome(&r, &m, &ids, est, TensorPath::Cpu) {
+            Err(Error::Shape(e)) => assert_eq!(e.arg, "group_ids"),
+            other => panic!("{other:?}"),
+        }
+    }
 }
