@@ -9,6 +9,23 @@ use crate::rl::masked;
 
 type Pair<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>);
 
+/// Extracts the tensors of an outcome estimator and runs it without the GIL.
+fn run_outcome<'py>(
+    py: Python<'py>,
+    estimator: Outcome,
+    token_level_rewards: &Bound<'py, PyAny>,
+    response_mask: &Bound<'py, PyAny>,
+    group_ids: &Bound<'py, PyAny>,
+    path: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Pair<'py>> {
+    let r = tensor_arg(token_level_rewards, "token_level_rewards")?;
+    let m = tensor_arg(response_mask, "response_mask")?;
+    let g = tensor_arg(group_ids, "group_ids")?;
+    let path = path_arg(path)?;
+    let out = py.detach(move || advantages::outcome(&r, &m, &g, estimator, path))?;
+    pair(py, out)
+}
+
 fn pair<'py>(py: Python<'py>, (a, b): (tch::Tensor, tch::Tensor)) -> PyResult<Pair<'py>> {
     Ok((to_python(py, a)?, to_python(py, b)?))
 }
@@ -102,17 +119,19 @@ pub fn grpo<'py>(
     singleton: &Bound<'py, PyAny>,
     path: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Pair<'py>> {
-    let r = tensor_arg(token_level_rewards, "token_level_rewards")?;
-    let m = tensor_arg(response_mask, "response_mask")?;
-    let g = tensor_arg(group_ids, "group_ids")?;
     let estimator = Outcome::Grpo {
         norm_by_std,
         epsilon: args::float(epsilon, "epsilon")?,
         singleton: Singleton::parse(&args::string(singleton, "singleton")?)?,
     };
-    let path = path_arg(path)?;
-    let out = py.detach(move || advantages::outcome(&r, &m, &g, estimator, path))?;
-    pair(py, out)
+    run_outcome(
+        py,
+        estimator,
+        token_level_rewards,
+        response_mask,
+        group_ids,
+        path,
+    )
 }
 
 #[pyfunction]
@@ -125,15 +144,17 @@ pub fn rloo<'py>(
     singleton: &Bound<'py, PyAny>,
     path: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Pair<'py>> {
-    let r = tensor_arg(token_level_rewards, "token_level_rewards")?;
-    let m = tensor_arg(response_mask, "response_mask")?;
-    let g = tensor_arg(group_ids, "group_ids")?;
     let estimator = Outcome::Rloo {
         singleton: Singleton::parse(&args::string(singleton, "singleton")?)?,
     };
-    let path = path_arg(path)?;
-    let out = py.detach(move || advantages::outcome(&r, &m, &g, estimator, path))?;
-    pair(py, out)
+    run_outcome(
+        py,
+        estimator,
+        token_level_rewards,
+        response_mask,
+        group_ids,
+        path,
+    )
 }
 
 /// Group-baseline estimators without options: "opo", "gpg", "reinforce_plus_plus_baseline".
@@ -160,12 +181,14 @@ pub fn outcome<'py>(
             .into())
         }
     };
-    let r = tensor_arg(token_level_rewards, "token_level_rewards")?;
-    let m = tensor_arg(response_mask, "response_mask")?;
-    let g = tensor_arg(group_ids, "group_ids")?;
-    let path = path_arg(path)?;
-    let out = py.detach(move || advantages::outcome(&r, &m, &g, estimator, path))?;
-    pair(py, out)
+    run_outcome(
+        py,
+        estimator,
+        token_level_rewards,
+        response_mask,
+        group_ids,
+        path,
+    )
 }
 
 #[pyfunction]

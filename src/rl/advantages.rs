@@ -20,6 +20,23 @@ fn check_unit(arg: &str, v: f64) -> Result<()> {
     }
 }
 
+/// Checks that `t` is 1-D with one value per row of the batch.
+fn expect_per_row(t: &Tensor, arg: &str, batch: &Batch) -> Result<()> {
+    tensor::expect_ndim(t, arg, 1)?;
+    let n = t.size()[0] as usize;
+    if n != batch.rows {
+        return Err(Error::shape(
+            arg,
+            format!(
+                "one value per row of `token_level_rewards` ({} rows)",
+                batch.rows
+            ),
+            format!("{n} values"),
+        ));
+    }
+    Ok(())
+}
+
 fn check_nonempty(batch: &Batch, arg: &str) -> Result<()> {
     if batch.rows == 0 || batch.cols == 0 {
         return Err(Error::shape(
@@ -341,18 +358,8 @@ pub fn outcome(
 ) -> Result<(Tensor, Tensor)> {
     let batch = float_batch(rewards, "token_level_rewards")?;
     expect_same_shape(mask, "response_mask", rewards, "token_level_rewards")?;
-    tensor::expect_ndim(group_ids, "group_ids", 1)?;
+    expect_per_row(group_ids, "group_ids", &batch)?;
     let ids = tensor::integer_as_i64(group_ids, "group_ids")?;
-    if ids.size()[0] as usize != batch.rows {
-        return Err(Error::shape(
-            "group_ids",
-            format!(
-                "one id per row of `token_level_rewards` ({} rows)",
-                batch.rows
-            ),
-            format!("{} ids", ids.size()[0]),
-        ));
-    }
     if batch.rows == 0 {
         return Err(Error::shape(
             "token_level_rewards",
@@ -538,18 +545,8 @@ pub fn remax(
 ) -> Result<(Tensor, Tensor)> {
     let batch = float_batch(rewards, "token_level_rewards")?;
     expect_same_shape(mask, "response_mask", rewards, "token_level_rewards")?;
-    tensor::expect_ndim(reward_baselines, "reward_baselines", 1)?;
+    expect_per_row(reward_baselines, "reward_baselines", &batch)?;
     tensor::expect_device(reward_baselines, "reward_baselines", batch.device)?;
-    if reward_baselines.size()[0] as usize != batch.rows {
-        return Err(Error::shape(
-            "reward_baselines",
-            format!(
-                "one baseline per row of `token_level_rewards` ({} rows)",
-                batch.rows
-            ),
-            format!("{} values", reward_baselines.size()[0]),
-        ));
-    }
     check_nonempty(&batch, "token_level_rewards")?;
     let kind = batch.kind;
     let (r, m) = (rewards.f_to_kind(kind)?, mask.f_to_kind(kind)?);
