@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Sequence
 from typing import Any, Literal
 
@@ -24,17 +25,25 @@ import numpy as np
 import torch
 
 from r1kit import _core
-from r1kit.errors import ArgumentTypeError, ShapeError
+from r1kit.errors import ArgumentError, ArgumentTypeError, ShapeError
 
 __all__ = [
+    "AdaptiveKLController",
+    "FixedKLController",
     "GroupIds",
+    "agg_loss",
+    "apply_kl_penalty",
+    "entropy_from_logits",
     "gae",
     "gpg",
     "grpo",
+    "grpo_passk",
+    "kl_penalty",
     "masked_mean",
     "masked_var",
     "masked_whiten",
     "opo",
+    "policy_loss",
     "reinforce_plus_plus",
     "reinforce_plus_plus_baseline",
     "remax",
@@ -326,3 +335,391 @@ def remax(
     """
     with torch.no_grad():
         return _core.remax(token_level_rewards, response_mask, reward_baselines, path)
+
+
+def grpo_passk(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    group_ids: GroupIds,
+    norm_by_std: bool = True,
+    epsilon: float = 1e-6,
+    *,
+    path: TensorPath | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pass@k GRPO: only each group's best sample gets ``r_max - r_second`` (over ``std + eps``).
+
+    Every group needs at least two samples (:class:`~r1kit.errors.ArgumentError` otherwise).
+
+    Example:
+        >>> r = torch.tensor([[1.0], [0.0], [0.5], [2.0], [2.0]])
+        >>> grpo_passk(r, torch.ones(5, 1), [0, 0, 0, 1, 1], norm_by_std=False)[0].flatten()
+        tensor([0.5000, 0.0000, 0.0000, 0.0000, 0.0000])
+    """
+    with torch.no_grad():
+        return _core.grpo_passk(
+            token_level_rewards,
+            response_mask,
+            _group_tensor(group_ids),
+            norm_by_std,
+            epsilon,
+            path,
+        )
+
+
+# --- KL -------------------------------------------------------------------------------------
+
+KLKind = Literal[
+    "kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3",
+    "kl+", "k1+", "abs+", "mse+", "k2+", "low_var_kl+", "k3+",
+]  # fmt: skip
+
+
+def _requires_grad(*tensors: object) -> bool:
+    return torch.is_grad_enabled() and any(getattr(t, "requires_grad", False) for t in tensors)
+
+
+class _KLPenalty(torch.autograd.Function):
+    """Rust forward and backward kernels for the CPU path of :func:`kl_penalty`."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, log_prob: torch.Tensor, ref_log_prob: torch.Tensor, kind: str
+    ) -> torch.Tensor:
+        ctx.save_for_backward(log_prob, ref_log_prob)
+        ctx.kind = kind
+        out: torch.Tensor = _core.kl_penalty(log_prob, ref_log_prob, kind, "cpu")
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        log_prob, ref_log_prob = ctx.saved_tensors
+        g = _core.kl_penalty_backward(grad.contiguous(), log_prob, ref_log_prob, ctx.kind, "cpu")
+        need_lp, need_ref = ctx.needs_input_grad[:2]
+        return (g if need_lp else None, -g if need_ref else None, None)
+
+
+def kl_penalty(
+    log_prob: torch.Tensor,
+    ref_log_prob: torch.Tensor,
+    kind: KLKind,
+    *,
+    path: TensorPath | None = None,
+) -> torch.Tensor:
+    """Per-token KL estimate between the policy and the reference (verl's ``kl_penalty``).
+
+    With ``d = log_prob - ref_log_prob``: ``"kl"``/``"k1"`` gives ``d``, ``"abs"`` ``|d|``,
+    ``"mse"``/``"k2"`` ``d**2 / 2`` and ``"low_var_kl"``/``"k3"``
+    ``clamp(exp(x) - x - 1, -10, 10)`` with ``x = clamp(-d, -20, 20)``. A ``"+"`` suffix keeps
+    the value and takes the gradient of k2 (straight-through). Differentiable with respect to both
+    inputs (the CPU path runs Rust forward and backward kernels; the device path is recorded by
+    autograd). Any shape; bf16/fp16 are computed in float32.
+
+    Raises:
+        ArgumentError: an unknown ``kind`` (the message lists the valid ones).
+        ShapeError / DeviceError / DtypeError: inputs that do not match.
+
+    Example:
+        >>> lp = torch.tensor([-1.0, -2.0]); ref = torch.tensor([-2.0, -2.0])
+        >>> kl_penalty(lp, ref, "low_var_kl")  # exp(-1) + 1 - 1, 0
+        tensor([0.3679, 0.0000])
+    """
+    if _requires_grad(log_prob, ref_log_prob) and _core._resolve_path(log_prob, path) == "cpu":
+        out: torch.Tensor = _KLPenalty.apply(log_prob, ref_log_prob, kind)
+        return out
+    return _core.kl_penalty(log_prob, ref_log_prob, kind, path)
+
+
+class FixedKLController:
+    """A constant KL coefficient (``update`` does nothing).
+
+    Example:
+        >>> ctl = FixedKLController(0.05); ctl.update(1.0, 64); ctl.value
+        0.05
+    """
+
+    def __init__(self, kl_coef: float) -> None:
+        self.value = _finite(kl_coef, "kl_coef")
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        """No-op, for the controller interface."""
+
+
+class AdaptiveKLController:
+    """Adaptive KL coefficient (Ziegler et al. 2019), as verl and TRL update it.
+
+    ``e = clip(current_kl / target_kl - 1, -0.2, 0.2)``;
+    ``value *= 1 + e * n_steps / horizon``.
+
+    Example:
+        >>> ctl = AdaptiveKLController(init_kl_coef=0.1, target_kl=0.5, horizon=100)
+        >>> ctl.update(current_kl=1.0, n_steps=50); round(ctl.value, 6)  # e = 0.2: x 1.1
+        0.11
+    """
+
+    def __init__(self, init_kl_coef: float, target_kl: float, horizon: float) -> None:
+        self.value = _finite(init_kl_coef, "init_kl_coef")
+        self.target = _finite(target_kl, "target_kl")
+        self.horizon = _finite(horizon, "horizon")
+        if self.target <= 0:
+            raise ArgumentError(f"`target_kl`: expected a value > 0, got {target_kl}")
+        if self.horizon <= 0:
+            raise ArgumentError(f"`horizon`: expected a value > 0, got {horizon}")
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        """Moves the coefficient toward the target KL."""
+        current_kl = _finite(current_kl, "current_kl")
+        error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
+        self.value *= 1.0 + error * n_steps / self.horizon
+
+
+KLController = FixedKLController | AdaptiveKLController
+
+
+def _finite(value: object, arg: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ArgumentTypeError(f"`{arg}`: expected a real number, got {type(value).__name__}")
+    out = float(value)
+    if not math.isfinite(out):
+        raise ArgumentError(f"`{arg}`: expected a finite number, got {out}")
+    return out
+
+
+def apply_kl_penalty(
+    token_level_scores: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    ref_log_prob: torch.Tensor,
+    response_mask: torch.Tensor,
+    kind: KLKind = "kl",
+    beta: float | KLController = 0.001,
+    *,
+    path: TensorPath | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """KL in the reward: ``scores - beta * kl(old, ref) * mask`` (verl's ``apply_kl_penalty``).
+
+    Args:
+        token_level_scores: float ``[B, T]``.
+        old_log_prob, ref_log_prob: ``[B, T]`` log-probs of the rollout and reference policies.
+        response_mask: ``[B, T]``.
+        kind: the KL estimator (see :func:`kl_penalty`).
+        beta: the coefficient, or a controller: its ``value`` is used and then updated with the
+            batch's KL and ``n_steps = B``, as verl does.
+
+    Returns:
+        ``(token_level_rewards, metrics)``; metrics hold ``"actor/reward_kl_penalty"`` (mean over
+        rows of each row's masked mean KL) and ``"actor/reward_kl_penalty_coeff"`` (beta used).
+
+    Example:
+        >>> s = torch.tensor([[0.0, 1.0]]); old = torch.tensor([[-1.0, -1.0]])
+        >>> rewards, m = apply_kl_penalty(s, old, old - 0.5, torch.ones(1, 2), "kl", 0.1)
+        >>> rewards, m["actor/reward_kl_penalty"]
+        (tensor([[-0.0500,  0.9500]]), 0.5)
+    """
+    controller = beta if isinstance(beta, (FixedKLController, AdaptiveKLController)) else None
+    coef = controller.value if controller is not None else _finite(beta, "beta")
+    with torch.no_grad():
+        rewards, current = _core.apply_kl_penalty(
+            token_level_scores, old_log_prob, ref_log_prob, response_mask, kind, coef, path
+        )
+    if controller is not None:
+        controller.update(current, int(token_level_scores.shape[0]))
+    metrics = {"actor/reward_kl_penalty": current, "actor/reward_kl_penalty_coeff": coef}
+    return rewards, metrics
+
+
+# --- policy losses and aggregation -------------------------------------------------------------
+
+PolicyLossKind = Literal["vanilla", "gspo", "gpg", "cispo"]
+AggMode = Literal[
+    "token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean",
+    "seq-mean-token-sum-norm",
+]  # fmt: skip
+
+
+class _Holder:
+    """Carries the metrics out of an autograd function's forward."""
+
+    metrics: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+class _PolicyLoss(torch.autograd.Function):
+    """Rust forward and backward kernels for the CPU path of :func:`policy_loss`."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        log_prob: torch.Tensor,
+        old_log_prob: torch.Tensor,
+        advantages: torch.Tensor,
+        response_mask: torch.Tensor,
+        params: tuple[Any, ...],
+        holder: _Holder,
+    ) -> torch.Tensor:
+        kind, low, high, c, agg, lsf = params
+        loss, metrics, coef, seq = _core.policy_loss(
+            kind, old_log_prob, log_prob, advantages, response_mask, low, high, c, agg, lsf, "cpu"
+        )
+        holder.metrics = metrics
+        ctx.save_for_backward(old_log_prob, log_prob, advantages, response_mask, coef, seq)
+        ctx.params = params
+        out: torch.Tensor = loss
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        old, lp, adv, mask, coef, seq = ctx.saved_tensors
+        kind, low, high, c, agg, lsf = ctx.params
+        g = _core.policy_loss_backward(
+            kind, float(grad), old, lp, adv, mask, low, high, c, agg, lsf, coef, seq
+        )
+        return (g, None, None, None, None, None)
+
+
+_METRIC_KEYS = ("actor/pg_clipfrac", "actor/ppo_kl", "actor/pg_clipfrac_lower")
+
+
+def policy_loss(
+    kind: PolicyLossKind,
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    clip_ratio_low: float = 0.2,
+    clip_ratio_high: float = 0.2,
+    clip_ratio_c: float = 3.0,
+    agg: AggMode = "token-mean",
+    *,
+    loss_scale_factor: float | None = None,
+    path: TensorPath | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """A policy-gradient loss and verl's metrics (``compute_policy_loss_<kind>`` + ``agg_loss``).
+
+    With ``r = exp(clamp(log_prob - old_log_prob, -20, 20))``:
+
+    - ``"vanilla"``: PPO clip ``max(-A r, -A clip(r, 1 - low, 1 + high))``; where ``A < 0`` also
+      capped at ``-A * clip_ratio_c`` (dual clip).
+    - ``"gspo"``: the same clip on the sequence ratio ``exp(mean_t(log_prob - old))`` (token
+      gradients, no dual clip).
+    - ``"gpg"``: ``-log_prob * A``.
+    - ``"cispo"``: ``-sg(clip(r, 1 - low, 1 + high)) * A * log_prob``.
+
+    The loss is differentiable with respect to ``log_prob``. On the CPU path a fused Rust kernel
+    computes the value and another the gradient; when ``old_log_prob`` or ``advantages`` also
+    require grad, or on the device path, the tch composition is recorded by autograd instead.
+
+    Args:
+        kind: one of ``"vanilla"``, ``"gspo"``, ``"gpg"``, ``"cispo"``.
+        old_log_prob, log_prob, advantages, response_mask: ``[B, T]``.
+        clip_ratio_low, clip_ratio_high: the clip range ``[1 - low, 1 + high]``.
+        clip_ratio_c: the dual-clip bound (> 1).
+        agg: the aggregation mode (see :func:`agg_loss`).
+        loss_scale_factor: for ``"seq-mean-token-sum-norm"`` (default T).
+
+    Returns:
+        ``(loss, metrics)``: a 0-d tensor and verl's metric dict (floats; empty for ``"gpg"``).
+
+    Example:
+        >>> lp = torch.tensor([[0.5, 0.0]], requires_grad=True)
+        >>> loss, m = policy_loss("vanilla", torch.zeros(1, 2), lp, torch.ones(1, 2),
+        ...                       torch.ones(1, 2))
+        >>> loss.backward(); loss, lp.grad, m["actor/pg_clipfrac"]
+        (tensor(-1.1000, grad_fn=<_PolicyLossBackward>), tensor([[ 0.0000, -0.5000]]), 0.5)
+    """
+    params = (kind, clip_ratio_low, clip_ratio_high, clip_ratio_c, agg, loss_scale_factor)
+    fused = not _requires_grad(old_log_prob, advantages, response_mask)
+    if fused and _requires_grad(log_prob) and _core._resolve_path(log_prob, path) == "cpu":
+        holder = _Holder()
+        loss: torch.Tensor = _PolicyLoss.apply(
+            log_prob, old_log_prob, advantages, response_mask, params, holder
+        )
+        metrics = holder.metrics
+    else:
+        if not fused:
+            path = "device"
+        loss, metrics, _, _ = _core.policy_loss(
+            kind, old_log_prob, log_prob, advantages, response_mask, *params[1:], path
+        )
+    if kind == "gpg":
+        return loss, {}
+    return loss, dict(zip(_METRIC_KEYS, metrics, strict=True))
+
+
+class _AggLoss(torch.autograd.Function):
+    """Rust forward and backward kernels for the CPU path of :func:`agg_loss`."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        loss_mat: torch.Tensor,
+        loss_mask: torch.Tensor,
+        mode: str,
+        loss_scale_factor: float | None,
+    ) -> torch.Tensor:
+        value, coef = _core.agg_loss(loss_mat, loss_mask, mode, loss_scale_factor, "cpu")
+        ctx.save_for_backward(loss_mat, loss_mask, coef)
+        out: torch.Tensor = value
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        loss_mat, loss_mask, coef = ctx.saved_tensors
+        g = _core.agg_loss_backward(float(grad), loss_mat, loss_mask, coef)
+        return (g, None, None, None)
+
+
+def agg_loss(
+    loss_mat: torch.Tensor,
+    loss_mask: torch.Tensor,
+    mode: AggMode = "token-mean",
+    loss_scale_factor: float | None = None,
+    *,
+    path: TensorPath | None = None,
+) -> torch.Tensor:
+    """A ``[B, T]`` loss matrix to a scalar, as verl's ``agg_loss`` (single process).
+
+    ``N_s`` = rows with any mask:
+
+    - ``"token-mean"``: ``sum(L*m) / sum(m)``
+    - ``"token-sum"``: ``sum(L*m)``
+    - ``"seq-mean-token-sum"``: ``sum_i(sum_t L*m) / N_s``
+    - ``"seq-mean-token-mean"``: ``sum_i[sum_t L*m / (sum_t m + 1e-8)] / N_s``
+    - ``"seq-mean-token-sum-norm"``: ``sum_i(sum_t L*m) / N_s / loss_scale_factor`` (default T)
+
+    NaN or inf under mask 0 never leaks. Differentiable with respect to ``loss_mat``.
+
+    Example:
+        >>> L = torch.tensor([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]])
+        >>> m = torch.tensor([[1, 1, 1], [1, 0, 0]])
+        >>> agg_loss(L, m, "token-mean"), agg_loss(L, m, "seq-mean-token-mean")
+        (tensor(2.5000), tensor(3.))
+    """
+    if (
+        _requires_grad(loss_mat)
+        and not _requires_grad(loss_mask)
+        and _core._resolve_path(loss_mat, path) == "cpu"
+    ):
+        out: torch.Tensor = _AggLoss.apply(loss_mat, loss_mask, mode, loss_scale_factor)
+        return out
+    if _requires_grad(loss_mask):
+        path = "device"
+    value, _ = _core.agg_loss(loss_mat, loss_mask, mode, loss_scale_factor, path)
+    result: torch.Tensor = value
+    return result
+
+
+def entropy_from_logits(
+    logits: torch.Tensor, *, path: TensorPath | None = None
+) -> torch.Tensor:
+    """Entropy of ``softmax(logits)`` over the last dimension: ``logsumexp(l) - sum(p * l)``.
+
+    Differentiable (recorded by autograd). Classes with probability 0 (logits of ``-inf``)
+    contribute 0 where verl's formula gives NaN.
+
+    Example:
+        >>> entropy_from_logits(torch.tensor([[0.0, 0.0], [0.0, float("-inf")]]))
+        tensor([0.6931, 0.0000])
+    """
+    out: torch.Tensor = _core.entropy_from_logits(logits, path)
+    return out

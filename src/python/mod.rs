@@ -34,14 +34,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tensor::_tensor_info, m)?)?;
     m.add_function(wrap_pyfunction!(schedule::hash_key, m)?)?;
     m.add_class::<schedule::NoiseSchedule>()?;
-    m.add_function(wrap_pyfunction!(rl::masked_mean, m)?)?;
-    m.add_function(wrap_pyfunction!(rl::masked_var, m)?)?;
-    m.add_function(wrap_pyfunction!(rl::masked_whiten, m)?)?;
-    m.add_function(wrap_pyfunction!(rl::gae, m)?)?;
-    m.add_function(wrap_pyfunction!(rl::reinforce_plus_plus, m)?)?;
-    m.add_function(wrap_pyfunction!(rl::grpo, m)?)?;
-    m.add_function(wrap_pyfunction!(rl::rloo, m)?)?;
-    m.add_function(wrap_pyfunction!(rl::outcome, m)?)?;
-    m.add_function(wrap_pyfunction!(rl::remax, m)?)?;
+    rl::register(m)?;
     Ok(())
 }

@@ -5,7 +5,9 @@ use pyo3::prelude::*;
 use super::args;
 use super::tensor::{path_arg, tensor_arg, to_python};
 use crate::rl::advantages::{self, Outcome, Singleton};
-use crate::rl::masked;
+use crate::rl::kl::{self, KlKind};
+use crate::rl::loss::{self, AggMode, PolicyKind, PolicyLoss};
+use crate::rl::{entropy, masked};
 
 type Pair<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>);
 
@@ -206,4 +208,294 @@ pub fn remax<'py>(
     let path = path_arg(path)?;
     let out = py.detach(move || advantages::remax(&r, &m, &b, path))?;
     pair(py, out)
+}
+
+/// "cpu" or "device": the implementation a call with `path` takes for `tensor`.
+#[pyfunction]
+#[pyo3(signature = (tensor, path = None))]
+pub fn _resolve_path(
+    tensor: &Bound<'_, PyAny>,
+    path: Option<&Bound<'_, PyAny>>,
+) -> PyResult<&'static str> {
+    let t = tensor_arg(tensor, "tensor")?;
+    Ok(match path_arg(path)?.resolve(t.device())? {
+        crate::tensor::TensorPath::Cpu => "cpu",
+        _ => "device",
+    })
+}
+
+#[pyfunction]
+#[pyo3(signature = (token_level_rewards, response_mask, group_ids, norm_by_std, epsilon, path = None))]
+pub fn grpo_passk<'py>(
+    py: Python<'py>,
+    token_level_rewards: &Bound<'py, PyAny>,
+    response_mask: &Bound<'py, PyAny>,
+    group_ids: &Bound<'py, PyAny>,
+    norm_by_std: bool,
+    epsilon: &Bound<'py, PyAny>,
+    path: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Pair<'py>> {
+    let estimator = Outcome::GrpoPassk {
+        norm_by_std,
+        epsilon: args::float(epsilon, "epsilon")?,
+    };
+    run_outcome(
+        py,
+        estimator,
+        token_level_rewards,
+        response_mask,
+        group_ids,
+        path,
+    )
+}
+
+#[pyfunction]
+#[pyo3(signature = (log_prob, ref_log_prob, kind, path = None))]
+pub fn kl_penalty<'py>(
+    py: Python<'py>,
+    log_prob: &Bound<'py, PyAny>,
+    ref_log_prob: &Bound<'py, PyAny>,
+    kind: &Bound<'py, PyAny>,
+    path: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let (lp, r) = (
+        tensor_arg(log_prob, "log_prob")?,
+        tensor_arg(ref_log_prob, "ref_log_prob")?,
+    );
+    let kind = KlKind::parse(&args::string(kind, "kind")?)?;
+    let path = path_arg(path)?;
+    let out = py.detach(move || kl::kl_penalty(&lp, &r, kind, path))?;
+    to_python(py, out)
+}
+
+#[pyfunction]
+#[pyo3(signature = (grad_output, log_prob, ref_log_prob, kind, path = None))]
+pub fn kl_penalty_backward<'py>(
+    py: Python<'py>,
+    grad_output: &Bound<'py, PyAny>,
+    log_prob: &Bound<'py, PyAny>,
+    ref_log_prob: &Bound<'py, PyAny>,
+    kind: &Bound<'py, PyAny>,
+    path: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let g = tensor_arg(grad_output, "grad_output")?;
+    let (lp, r) = (
+        tensor_arg(log_prob, "log_prob")?,
+        tensor_arg(ref_log_prob, "ref_log_prob")?,
+    );
+    let kind = KlKind::parse(&args::string(kind, "kind")?)?;
+    let path = path_arg(path)?;
+    let out = py.detach(move || kl::kl_penalty_backward(&g, &lp, &r, kind, path))?;
+    to_python(py, out)
+}
+
+#[allow(clippy::too_many_arguments)]
+#[pyfunction]
+#[pyo3(signature = (token_level_scores, old_log_prob, ref_log_prob, response_mask, kind, beta, path = None))]
+pub fn apply_kl_penalty<'py>(
+    py: Python<'py>,
+    token_level_scores: &Bound<'py, PyAny>,
+    old_log_prob: &Bound<'py, PyAny>,
+    ref_log_prob: &Bound<'py, PyAny>,
+    response_mask: &Bound<'py, PyAny>,
+    kind: &Bound<'py, PyAny>,
+    beta: &Bound<'py, PyAny>,
+    path: Option<&Bound<'py, PyAny>>,
+) -> PyResult<(Bound<'py, PyAny>, f64)> {
+    let s = tensor_arg(token_level_scores, "token_level_scores")?;
+    let old = tensor_arg(old_log_prob, "old_log_prob")?;
+    let r = tensor_arg(ref_log_prob, "ref_log_prob")?;
+    let m = tensor_arg(response_mask, "response_mask")?;
+    let kind = KlKind::parse(&args::string(kind, "kind")?)?;
+    let beta = args::float(beta, "beta")?;
+    let path = path_arg(path)?;
+    let (out, kl) = py.detach(move || kl::apply_kl_penalty(&s, &old, &r, &m, kind, beta, path))?;
+    Ok((to_python(py, out)?, kl))
+}
+
+/// Parses the policy-loss arguments shared by the forward and backward bindings.
+fn loss_spec(
+    kind: &Bound<'_, PyAny>,
+    clip: [&Bound<'_, PyAny>; 3],
+    agg: &Bound<'_, PyAny>,
+    loss_scale_factor: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PolicyLoss> {
+    let kind = PolicyKind::parse(&args::string(kind, "kind")?)?;
+    let agg = agg_mode(agg, loss_scale_factor)?;
+    Ok(PolicyLoss::new(
+        kind,
+        args::float(clip[0], "clip_ratio_low")?,
+        args::float(clip[1], "clip_ratio_high")?,
+        args::float(clip[2], "clip_ratio_c")?,
+        agg,
+    )?)
+}
+
+fn agg_mode(
+    agg: &Bound<'_, PyAny>,
+    loss_scale_factor: Option<&Bound<'_, PyAny>>,
+) -> PyResult<AggMode> {
+    let lsf = match loss_scale_factor {
+        Some(v) if !v.is_none() => Some(args::float(v, "loss_scale_factor")?),
+        _ => None,
+    };
+    Ok(AggMode::parse(&args::string(agg, "agg")?, lsf)?)
+}
+
+type LossOut<'py> = (
+    Bound<'py, PyAny>,
+    (f64, f64, f64),
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+);
+
+#[allow(clippy::too_many_arguments)]
+#[pyfunction]
+#[pyo3(signature = (kind, old_log_prob, log_prob, advantages, response_mask, clip_ratio_low, clip_ratio_high, clip_ratio_c, agg, loss_scale_factor = None, path = None))]
+pub fn policy_loss<'py>(
+    py: Python<'py>,
+    kind: &Bound<'py, PyAny>,
+    old_log_prob: &Bound<'py, PyAny>,
+    log_prob: &Bound<'py, PyAny>,
+    advantages: &Bound<'py, PyAny>,
+    response_mask: &Bound<'py, PyAny>,
+    clip_ratio_low: &Bound<'py, PyAny>,
+    clip_ratio_high: &Bound<'py, PyAny>,
+    clip_ratio_c: &Bound<'py, PyAny>,
+    agg: &Bound<'py, PyAny>,
+    loss_scale_factor: Option<&Bound<'py, PyAny>>,
+    path: Option<&Bound<'py, PyAny>>,
+) -> PyResult<LossOut<'py>> {
+    let spec = loss_spec(
+        kind,
+        [clip_ratio_low, clip_ratio_high, clip_ratio_c],
+        agg,
+        loss_scale_factor,
+    )?;
+    let old = tensor_arg(old_log_prob, "old_log_prob")?;
+    let lp = tensor_arg(log_prob, "log_prob")?;
+    let adv = tensor_arg(advantages, "advantages")?;
+    let m = tensor_arg(response_mask, "response_mask")?;
+    let path = path_arg(path)?;
+    let f = py.detach(move || loss::policy_loss(spec, &old, &lp, &adv, &m, path))?;
+    Ok((
+        to_python(py, f.loss)?,
+        (f.clipfrac, f.ppo_kl, f.clipfrac_lower),
+        to_python(py, f.row_coef)?,
+        to_python(py, f.row_seq)?,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+#[pyfunction]
+#[pyo3(signature = (kind, grad_output, old_log_prob, log_prob, advantages, response_mask, clip_ratio_low, clip_ratio_high, clip_ratio_c, agg, loss_scale_factor, row_coef, row_seq))]
+pub fn policy_loss_backward<'py>(
+    py: Python<'py>,
+    kind: &Bound<'py, PyAny>,
+    grad_output: &Bound<'py, PyAny>,
+    old_log_prob: &Bound<'py, PyAny>,
+    log_prob: &Bound<'py, PyAny>,
+    advantages: &Bound<'py, PyAny>,
+    response_mask: &Bound<'py, PyAny>,
+    clip_ratio_low: &Bound<'py, PyAny>,
+    clip_ratio_high: &Bound<'py, PyAny>,
+    clip_ratio_c: &Bound<'py, PyAny>,
+    agg: &Bound<'py, PyAny>,
+    loss_scale_factor: Option<&Bound<'py, PyAny>>,
+    row_coef: &Bound<'py, PyAny>,
+    row_seq: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let spec = loss_spec(
+        kind,
+        [clip_ratio_low, clip_ratio_high, clip_ratio_c],
+        agg,
+        loss_scale_factor,
+    )?;
+    let g = args::float(grad_output, "grad_output")?;
+    let old = tensor_arg(old_log_prob, "old_log_prob")?;
+    let lp = tensor_arg(log_prob, "log_prob")?;
+    let adv = tensor_arg(advantages, "advantages")?;
+    let m = tensor_arg(response_mask, "response_mask")?;
+    let (c, s) = (
+        tensor_arg(row_coef, "row_coef")?,
+        tensor_arg(row_seq, "row_seq")?,
+    );
+    let out =
+        py.detach(move || loss::policy_loss_backward(spec, g, &old, &lp, &adv, &m, &c, &s))?;
+    to_python(py, out)
+}
+
+#[pyfunction]
+#[pyo3(signature = (loss_mat, loss_mask, mode, loss_scale_factor = None, path = None))]
+pub fn agg_loss<'py>(
+    py: Python<'py>,
+    loss_mat: &Bound<'py, PyAny>,
+    loss_mask: &Bound<'py, PyAny>,
+    mode: &Bound<'py, PyAny>,
+    loss_scale_factor: Option<&Bound<'py, PyAny>>,
+    path: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Pair<'py>> {
+    let mode = agg_mode(mode, loss_scale_factor)?;
+    let (l, m) = (
+        tensor_arg(loss_mat, "loss_mat")?,
+        tensor_arg(loss_mask, "loss_mask")?,
+    );
+    let path = path_arg(path)?;
+    let out = py.detach(move || loss::agg_loss(&l, &m, mode, path))?;
+    pair(py, out)
+}
+
+#[pyfunction]
+pub fn agg_loss_backward<'py>(
+    py: Python<'py>,
+    grad_output: &Bound<'py, PyAny>,
+    loss_mat: &Bound<'py, PyAny>,
+    loss_mask: &Bound<'py, PyAny>,
+    row_coef: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let g = args::float(grad_output, "grad_output")?;
+    let (l, m) = (
+        tensor_arg(loss_mat, "loss_mat")?,
+        tensor_arg(loss_mask, "loss_mask")?,
+    );
+    let c = tensor_arg(row_coef, "row_coef")?;
+    let out = py.detach(move || loss::agg_loss_backward(g, &l, &m, &c))?;
+    to_python(py, out)
+}
+
+#[pyfunction]
+#[pyo3(signature = (logits, path = None))]
+pub fn entropy_from_logits<'py>(
+    py: Python<'py>,
+    logits: &Bound<'py, PyAny>,
+    path: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let l = tensor_arg(logits, "logits")?;
+    let path = path_arg(path)?;
+    let out = py.detach(move || entropy::entropy_from_logits(&l, path))?;
+    to_python(py, out)
+}
+
+/// Registers the RL-math bindings.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(masked_mean, m)?)?;
+    m.add_function(wrap_pyfunction!(masked_var, m)?)?;
+    m.add_function(wrap_pyfunction!(masked_whiten, m)?)?;
+    m.add_function(wrap_pyfunction!(gae, m)?)?;
+    m.add_function(wrap_pyfunction!(reinforce_plus_plus, m)?)?;
+    m.add_function(wrap_pyfunction!(grpo, m)?)?;
+    m.add_function(wrap_pyfunction!(grpo_passk, m)?)?;
+    m.add_function(wrap_pyfunction!(rloo, m)?)?;
+    m.add_function(wrap_pyfunction!(outcome, m)?)?;
+    m.add_function(wrap_pyfunction!(remax, m)?)?;
+    m.add_function(wrap_pyfunction!(kl_penalty, m)?)?;
+    m.add_function(wrap_pyfunction!(kl_penalty_backward, m)?)?;
+    m.add_function(wrap_pyfunction!(apply_kl_penalty, m)?)?;
+    m.add_function(wrap_pyfunction!(policy_loss, m)?)?;
+    m.add_function(wrap_pyfunction!(policy_loss_backward, m)?)?;
+    m.add_function(wrap_pyfunction!(agg_loss, m)?)?;
+    m.add_function(wrap_pyfunction!(agg_loss_backward, m)?)?;
+    m.add_function(wrap_pyfunction!(entropy_from_logits, m)?)?;
+    m.add_function(wrap_pyfunction!(_resolve_path, m)?)?;
+    Ok(())
 }

@@ -302,6 +302,9 @@ pub enum Outcome {
         epsilon: f64,
         singleton: Singleton,
     },
+    /// Pass@k GRPO: only the best sample of each group gets `r_max - r_second` (divided by
+    /// `std_g + eps` when `norm_by_std`); groups need at least 2 samples.
+    GrpoPassk { norm_by_std: bool, epsilon: f64 },
     /// RLOO: `n/(n-1) (s - mean_g)`.
     Rloo { singleton: Singleton },
     /// OPO: `s - sum_j L_j s_j / sum_j L_j` (length-weighted group baseline; 0 for a singleton
@@ -367,7 +370,7 @@ pub fn outcome(
             "0 rows",
         ));
     }
-    if let Outcome::Grpo { epsilon, .. } = estimator {
+    if let Outcome::Grpo { epsilon, .. } | Outcome::GrpoPassk { epsilon, .. } = estimator {
         if !(epsilon.is_finite() && epsilon >= 0.0) {
             return Err(Error::value("epsilon", "a finite value >= 0", epsilon));
         }
@@ -398,6 +401,15 @@ pub fn outcome(
     } else {
         Vec::new()
     };
+    let passk = match estimator {
+        Outcome::GrpoPassk { .. } => passk_winners(
+            &scores,
+            &groups,
+            &st,
+            tensor::cpu_slice::<i64>(&ids_cpu, "group_ids")?,
+        )?,
+        _ => Vec::new(),
+    };
     let gpg_alpha = batch.rows as f64 / scores.iter().filter(|&&v| v != 0.0).count().max(1) as f64;
     let per_row: Vec<f64> = scores
         .iter()
@@ -424,6 +436,7 @@ pub fn outcome(
                         centered
                     }
                 }
+                Outcome::GrpoPassk { .. } => 0.0, // filled in below
                 Outcome::Rloo { singleton } => {
                     if n == 1 {
                         return if singleton == Singleton::Raw { s } else { 0.0 };
@@ -440,6 +453,20 @@ pub fn outcome(
             }
         })
         .collect();
+    let mut per_row = per_row;
+    if let Outcome::GrpoPassk {
+        norm_by_std,
+        epsilon,
+    } = estimator
+    {
+        for (g, &(winner, gap)) in passk.iter().enumerate() {
+            per_row[winner] = if norm_by_std {
+                gap / (st.std[g] + epsilon)
+            } else {
+                gap
+            };
+        }
+    }
     let adv = broadcast_rows(&per_row, mask, &batch, path)?;
     if estimator == Outcome::ReinforcePlusPlusBaseline {
         let m = mask.f_to_kind(batch.out_kind)?;
@@ -447,6 +474,49 @@ pub fn outcome(
         return Ok((adv.shallow_clone(), adv));
     }
     Ok((adv.shallow_clone(), adv))
+}
+
+/// For each group: the row of its best score (the first in row order among ties) and the gap to
+/// the second best score. Errors on a group of one sample.
+fn passk_winners(
+    scores: &[f64],
+    groups: &[usize],
+    st: &GroupStats,
+    ids: &[i64],
+) -> Result<Vec<(usize, f64)>> {
+    if let Some(g) = st.count.iter().position(|&n| n < 2) {
+        let id = groups.iter().position(|&x| x == g).map(|row| ids[row]);
+        return Err(Error::value(
+            "group_ids",
+            "groups of at least 2 samples (pass@k compares the best with the second best)",
+            format!("a group of 1 sample (id {})", id.unwrap_or_default()),
+        ));
+    }
+    let n_groups = st.count.len();
+    let mut best: Vec<Option<(usize, f64)>> = vec![None; n_groups];
+    let mut second = vec![f64::NEG_INFINITY; n_groups];
+    for (row, (&s, &g)) in scores.iter().zip(groups).enumerate() {
+        match best[g] {
+            Some((_, b)) if s <= b || s.is_nan() => {
+                if s > second[g] || s.is_nan() {
+                    second[g] = s;
+                }
+            }
+            Some((_, b)) => {
+                second[g] = b;
+                best[g] = Some((row, s));
+            }
+            None => best[g] = Some((row, s)),
+        }
+    }
+    Ok(best
+        .into_iter()
+        .zip(second)
+        .map(|(b, sec)| {
+            let (row, v) = b.unwrap_or((0, 0.0));
+            (row, v - sec)
+        })
+        .collect())
 }
 
 /// Per-row sums of the rewards in f64 (host vector), skipping non-finite values under mask 0.

@@ -1,4 +1,5 @@
-//! RL math over `[B, T]` response tensors: masked statistics and advantage estimators.
+//! RL math over `[B, T]` response tensors: masked statistics, advantage estimators, KL penalties,
+//! policy losses and loss aggregation.
 //!
 //! Spec: `shared/spec/rl_math.md`. Defaults follow verl 0.9.1 (`core_algos`), to float32 rounding.
 //!
@@ -8,6 +9,9 @@
 //! returned in the input dtype).
 
 pub mod advantages;
+pub mod entropy;
+pub mod kl;
+pub mod loss;
 pub mod masked;
 
 use tch::{Device, Kind, Tensor};
@@ -115,4 +119,96 @@ pub fn dense_groups(ids: &[i64]) -> (Vec<usize>, usize) {
         })
         .collect();
     (dense, map.len())
+}
+
+/// Chunk length of elementwise CPU kernels (results never depend on it).
+const CHUNK: usize = 1 << 14;
+
+/// Elementwise CPU kernel: `out[k] = f(a[k], b[k])` computed in f64 and stored as `T`.
+pub(crate) fn map2_cpu<T: Real>(
+    a: &[T],
+    b: &[T],
+    shape: &[i64],
+    f: impl Fn(f64, f64) -> f64 + Sync,
+) -> Result<Tensor> {
+    let mut out = tensor::empty_cpu::<T>(shape)?;
+    let o = tensor::cpu_slice_mut::<T>(&mut out, "out")?;
+    crate::parallel::install(|| {
+        use rayon::prelude::*;
+        o.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK))
+            .zip(b.par_chunks(CHUNK))
+            .for_each(|((oc, ac), bc)| {
+                for ((ov, &av), &bv) in oc.iter_mut().zip(ac).zip(bc) {
+                    *ov = T::from_f64(f(av.to_f64(), bv.to_f64()));
+                }
+            })
+    })?;
+    Ok(out)
+}
+
+/// Elementwise CPU kernel over three inputs: `out[k] = f(a[k], b[k], c[k])`.
+pub(crate) fn map3_cpu<T: Real>(
+    a: &[T],
+    b: &[T],
+    c: &[T],
+    shape: &[i64],
+    f: impl Fn(f64, f64, f64) -> f64 + Sync,
+) -> Result<Tensor> {
+    let mut out = tensor::empty_cpu::<T>(shape)?;
+    let o = tensor::cpu_slice_mut::<T>(&mut out, "out")?;
+    crate::parallel::install(|| {
+        use rayon::prelude::*;
+        o.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK))
+            .zip(b.par_chunks(CHUNK).zip(c.par_chunks(CHUNK)))
+            .for_each(|((oc, ac), (bc, cc))| {
+                for (((ov, &av), &bv), &cv) in oc.iter_mut().zip(ac).zip(bc).zip(cc) {
+                    *ov = T::from_f64(f(av.to_f64(), bv.to_f64(), cv.to_f64()));
+                }
+            })
+    })?;
+    Ok(out)
+}
+
+/// Compute and output dtypes for a pair of float tensors of any (equal) shape on one device.
+pub(crate) fn float_pair(a: &Tensor, a_arg: &str, b: &Tensor, b_arg: &str) -> Result<(Kind, Kind)> {
+    let ka = float_kind_of(a, a_arg)?;
+    let kb = float_kind_of(b, b_arg)?;
+    if a.size() != b.size() {
+        return Err(Error::shape(
+            b_arg,
+            format!("the shape of `{a_arg}` {}", tensor::shape_name(a)),
+            tensor::shape_name(b),
+        ));
+    }
+    tensor::expect_device(b, b_arg, a.device())?;
+    let compute = if ka == Kind::Double || kb == Kind::Double {
+        Kind::Double
+    } else {
+        Kind::Float
+    };
+    let out = if ka == kb { ka } else { compute };
+    Ok((compute, out))
+}
+
+/// The dtype of a floating-point tensor, or a dtype error naming `arg`.
+pub(crate) fn float_kind_of(t: &Tensor, arg: &str) -> Result<Kind> {
+    match tensor::kind_of(t, arg)? {
+        k @ (Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16) => Ok(k),
+        other => Err(Error::dtype(
+            arg,
+            "a floating-point tensor (float32, float64, bfloat16 or float16)",
+            kind_name(other),
+        )),
+    }
+}
+
+/// `x` rounded to the precision of `kind` (metrics reported as verl's `.item()` of a tensor).
+pub(crate) fn round_to(kind: Kind, x: f64) -> f64 {
+    if kind == Kind::Double {
+        x
+    } else {
+        f64::from(x as f32)
+    }
 }

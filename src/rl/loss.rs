@@ -1,0 +1,773 @@
+//! Policy losses (vanilla dual-clip PPO, GSPO, GPG, CISPO) and loss aggregation.
+//!
+//! Every aggregation mode is a weighted sum `loss = sum_i c_i * sum_t L[i,t] * m[i,t]` with a
+//! per-row coefficient `c_i` that depends on the mask only (see [`AggMode::row_coefficients`]).
+//! So the CPU path computes a loss in one fused pass and its gradient with respect to `log_prob`
+//! in another: `c_i * m[i,t] * dL[i,t]/dlog_prob[i,t]`, the gradient torch's autograd gives for
+//! verl's composition (ties of `maximum`/`minimum` split the gradient in halves, `clamp` passes it
+//! on its closed interval). Positions under mask 0 never contribute, even when they hold NaN.
+//!
+//! The device path composes tch ops as verl does; libtorch's autograd differentiates it.
+
+use rayon::prelude::*;
+use tch::{Kind, Tensor};
+
+use super::masked::MASK_EPS;
+use super::{compute_view, expect_same_shape, float_batch, round_to, Batch, Real};
+use crate::error::{Error, Result};
+use crate::parallel;
+use crate::tensor::{self, TensorPath};
+
+/// The valid aggregation mode names, for error messages.
+pub const AGG_MODES: &str = "one of 'token-mean', 'token-sum', 'seq-mean-token-sum', \
+     'seq-mean-token-mean', 'seq-mean-token-sum-norm'";
+
+/// How a `[B, T]` loss matrix becomes a scalar (verl's `loss_agg_mode`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AggMode {
+    /// `sum(L*m) / sum(m)`.
+    TokenMean,
+    /// `sum(L*m)`.
+    TokenSum,
+    /// `sum_i(sum_t L*m) / N_s`, N_s = rows with any mask.
+    SeqMeanTokenSum,
+    /// `sum_i[sum_t L*m / (sum_t m + 1e-8)] / N_s`.
+    SeqMeanTokenMean,
+    /// `sum_i(sum_t L*m) / N_s / loss_scale_factor` (default T): Dr. GRPO's aggregation.
+    SeqMeanTokenSumNorm { loss_scale_factor: Option<f64> },
+}
+
+impl AggMode {
+    /// Parses verl's names.
+    pub fn parse(name: &str, loss_scale_factor: Option<f64>) -> Result<Self> {
+        if let Some(f) = loss_scale_factor {
+            if !(f.is_finite() && f > 0.0) {
+                return Err(Error::value(
+                    "loss_scale_factor",
+                    "a finite value > 0 (or None for T)",
+                    f,
+                ));
+            }
+        }
+        Ok(match name {
+            "token-mean" => Self::TokenMean,
+            "token-sum" => Self::TokenSum,
+            "seq-mean-token-sum" => Self::SeqMeanTokenSum,
+            "seq-mean-token-mean" => Self::SeqMeanTokenMean,
+            "seq-mean-token-sum-norm" => Self::SeqMeanTokenSumNorm { loss_scale_factor },
+            other => return Err(Error::value("agg", AGG_MODES, format!("{other:?}"))),
+        })
+    }
+
+    /// `c_i` for every row from the row mask sums `n_i` (`cols` = T).
+    pub fn row_coefficients(self, n: &[f64], cols: usize) -> Vec<f64> {
+        let n_seq = n.iter().filter(|&&v| v > 0.0).count() as f64;
+        let seq = |v: f64, scale: f64| if v > 0.0 { 1.0 / (n_seq * scale) } else { 0.0 };
+        match self {
+            Self::TokenMean => {
+                let total: f64 = n.iter().sum();
+                vec![1.0 / total; n.len()]
+            }
+            Self::TokenSum => vec![1.0; n.len()],
+            Self::SeqMeanTokenSum => n.iter().map(|&v| seq(v, 1.0)).collect(),
+            Self::SeqMeanTokenMean => n.iter().map(|&v| seq(v, v + MASK_EPS)).collect(),
+            Self::SeqMeanTokenSumNorm { loss_scale_factor } => {
+                let f = loss_scale_factor.unwrap_or(cols as f64);
+                n.iter().map(|&v| seq(v, f)).collect()
+            }
+        }
+    }
+
+    /// verl's `agg_loss` in tch ops (differentiable by libtorch).
+    fn device(self, loss: &Tensor, mask: &Tensor, kind: Kind) -> Result<Tensor> {
+        let m = mask.f_to_kind(kind)?;
+        let keep = m.f_ne(0.0)?;
+        let lm = loss.f_where_scalarother(&keep, 0.0)?.f_mul(&m)?;
+        let seq_mean = |seq_losses: &Tensor, counts: &Tensor| -> Result<Tensor> {
+            let seq_mask = counts.f_gt(0.0)?;
+            let total = seq_losses
+                .f_where_scalarother(&seq_mask, 0.0)?
+                .f_sum(kind)?;
+            Ok(total.f_div(&seq_mask.f_sum(kind)?)?)
+        };
+        let counts = m.f_sum_dim_intlist(1, false, kind)?;
+        Ok(match self {
+            Self::TokenMean => lm.f_sum(kind)?.f_div(&m.f_sum(kind)?)?,
+            Self::TokenSum => lm.f_sum(kind)?,
+            Self::SeqMeanTokenSum => seq_mean(&lm.f_sum_dim_intlist(1, false, kind)?, &counts)?,
+            Self::SeqMeanTokenMean => {
+                let per = lm
+                    .f_sum_dim_intlist(1, false, kind)?
+                    .f_div(&counts.f_add_scalar(MASK_EPS)?)?;
+                seq_mean(&per, &counts)?
+            }
+            Self::SeqMeanTokenSumNorm { loss_scale_factor } => {
+                let f = loss_scale_factor.unwrap_or(m.size()[1] as f64);
+                seq_mean(&lm.f_sum_dim_intlist(1, false, kind)?, &counts)?.f_div_scalar(f)?
+            }
+        })
+    }
+}
+
+/// The policy losses of the spec.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PolicyKind {
+    /// PPO clip with dual clip for negative advantages.
+    Vanilla,
+    /// Sequence-level ratio (GSPO), no dual clip.
+    Gspo,
+    /// `-log_prob * A`.
+    Gpg,
+    /// `-sg(clip(r, max = 1 + eps_high)) * A * log_prob`.
+    Cispo,
+}
+
+/// The valid policy loss names.
+pub const POLICY_KINDS: &str = "one of 'vanilla', 'gspo', 'gpg', 'cispo'";
+
+impl PolicyKind {
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name {
+            "vanilla" => Self::Vanilla,
+            "gspo" => Self::Gspo,
+            "gpg" => Self::Gpg,
+            "cispo" => Self::Cispo,
+            other => return Err(Error::value("kind", POLICY_KINDS, format!("{other:?}"))),
+        })
+    }
+}
+
+/// A policy loss with its clip parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PolicyLoss {
+    pub kind: PolicyKind,
+    pub clip_low: f64,
+    pub clip_high: f64,
+    pub clip_c: f64,
+    pub agg: AggMode,
+}
+
+impl PolicyLoss {
+    /// Validates the clip parameters (verl asserts `clip_ratio_c > 1` for the dual clip).
+    pub fn new(
+        kind: PolicyKind,
+        clip_low: f64,
+        clip_high: f64,
+        clip_c: f64,
+        agg: AggMode,
+    ) -> Result<Self> {
+        for (arg, v) in [("clip_ratio_low", clip_low), ("clip_ratio_high", clip_high)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::value(arg, "a finite value >= 0", v));
+            }
+        }
+        if kind == PolicyKind::Vanilla && !(clip_c.is_finite() && clip_c > 1.0) {
+            return Err(Error::value(
+                "clip_ratio_c",
+                "a finite value > 1 (the dual-clip lower bound)",
+                clip_c,
+            ));
+        }
+        Ok(Self {
+            kind,
+            clip_low,
+            clip_high,
+            clip_c,
+            agg,
+        })
+    }
+
+    /// Per-token loss and its derivative with respect to `log_prob`, plus the metric indicators
+    /// (clipped, clipped-lower) and the `ppo_kl` term. `seq` is the row's mean log-ratio (GSPO).
+    #[inline]
+    fn token(self, old: f64, lp: f64, a: f64, seq: f64) -> Token {
+        let (lo, hi) = (1.0 - self.clip_low, 1.0 + self.clip_high);
+        let raw = lp - old;
+        match self.kind {
+            PolicyKind::Vanilla => {
+                let d = raw.clamp(-20.0, 20.0);
+                let r = d.exp();
+                let dr = if (-20.0..=20.0).contains(&raw) {
+                    r
+                } else {
+                    0.0
+                };
+                let clipped = r.clamp(lo, hi);
+                let (l1, l2) = (-a * r, -a * clipped);
+                let (g1, g2) = (-a, if (lo..=hi).contains(&r) { -a } else { 0.0 });
+                let (lc, gc) = max_grad(l1, g1, l2, g2);
+                let (loss, g) = if a < 0.0 {
+                    let l3 = -a * self.clip_c;
+                    let (l, g) = min_grad(l3, 0.0, lc, gc);
+                    (l, g)
+                } else {
+                    (lc, gc)
+                };
+                let lower = a < 0.0 && lc > -a * self.clip_c;
+                Token {
+                    loss,
+                    grad: g * dr,
+                    clipped: l2 > l1,
+                    lower,
+                    neg_kl: -d,
+                }
+            }
+            PolicyKind::Gspo => {
+                let log_r = seq; // lp - sg(lp) + sg(seq): the value is seq, the slope is 1
+                let r = log_r.min(10.0).exp();
+                let dr = if log_r <= 10.0 { r } else { 0.0 };
+                let clipped = r.clamp(lo, hi);
+                let (l1, l2) = (-a * r, -a * clipped);
+                let (g1, g2) = (-a, if (lo..=hi).contains(&r) { -a } else { 0.0 });
+                let (loss, g) = max_grad(l1, g1, l2, g2);
+                Token {
+                    loss,
+                    grad: g * dr,
+                    clipped: l2 > l1,
+                    lower: false,
+                    neg_kl: -raw,
+                }
+            }
+            PolicyKind::Gpg => Token {
+                loss: -lp * a,
+                grad: -a,
+                clipped: false,
+                lower: false,
+                neg_kl: 0.0,
+            },
+            PolicyKind::Cispo => {
+                let d = raw.clamp(-20.0, 20.0);
+                let r = d.exp();
+                let c = r.clamp(lo, hi);
+                Token {
+                    loss: -c * a * lp,
+                    grad: -c * a,
+                    clipped: r != c,
+                    lower: false,
+                    neg_kl: -d,
+                }
+            }
+        }
+    }
+}
+
+struct Token {
+    loss: f64,
+    grad: f64,
+    clipped: bool,
+    lower: bool,
+    neg_kl: f64,
+}
+
+/// `max(a, b)` and its derivative (torch: halves on ties).
+#[inline]
+fn max_grad(a: f64, ga: f64, b: f64, gb: f64) -> (f64, f64) {
+    if a > b {
+        (a, ga)
+    } else if b > a {
+        (b, gb)
+    } else if a == b {
+        (a, 0.5 * ga + 0.5 * gb)
+    } else {
+        (f64::NAN, f64::NAN)
+    }
+}
+
+/// `min(a, b)` and its derivative (torch: halves on ties).
+#[inline]
+fn min_grad(a: f64, ga: f64, b: f64, gb: f64) -> (f64, f64) {
+    if a < b {
+        (a, ga)
+    } else if b < a {
+        (b, gb)
+    } else if a == b {
+        (a, 0.5 * ga + 0.5 * gb)
+    } else {
+        (f64::NAN, f64::NAN)
+    }
+}
+
+/// A policy loss's value, its metrics and what the backward pass needs.
+pub struct LossForward {
+    /// 0-d tensor in the input dtype (no autograd history on the CPU path).
+    pub loss: Tensor,
+    /// Masked mean of the clipped indicator (`actor/pg_clipfrac`).
+    pub clipfrac: f64,
+    /// Masked mean of `-(log_prob - old_log_prob)` (`actor/ppo_kl`).
+    pub ppo_kl: f64,
+    /// Masked mean of the dual-clip indicator (`actor/pg_clipfrac_lower`).
+    pub clipfrac_lower: f64,
+    /// `[B]` float64: the aggregation coefficients `c_i` (CPU path; empty on the device path).
+    pub row_coef: Tensor,
+    /// `[B]` float64: GSPO's per-row mean log-ratio (CPU path; zeros for other kinds).
+    pub row_seq: Tensor,
+}
+
+struct Inputs {
+    batch: Batch,
+    views: [Tensor; 4],
+}
+
+fn check_inputs(
+    old: &Tensor,
+    lp: &Tensor,
+    adv: &Tensor,
+    mask: &Tensor,
+    path: TensorPath,
+) -> Result<(Batch, TensorPath)> {
+    let batch = float_batch(lp, "log_prob")?;
+    expect_same_shape(old, "old_log_prob", lp, "log_prob")?;
+    expect_same_shape(adv, "advantages", lp, "log_prob")?;
+    expect_same_shape(mask, "response_mask", lp, "log_prob")?;
+    super::float_kind_of(old, "old_log_prob")?;
+    super::float_kind_of(adv, "advantages")?;
+    if batch.rows == 0 || batch.cols == 0 {
+        return Err(Error::shape(
+            "log_prob",
+            "a non-empty [B, T] batch",
+            format!("[{}, {}]", batch.rows, batch.cols),
+        ));
+    }
+    let path = path.resolve(batch.device)?;
+    Ok((batch, path))
+}
+
+fn cpu_inputs(
+    old: &Tensor,
+    lp: &Tensor,
+    adv: &Tensor,
+    mask: &Tensor,
+    batch: Batch,
+) -> Result<Inputs> {
+    let k = batch.kind;
+    Ok(Inputs {
+        views: [
+            compute_view(old, k)?,
+            compute_view(&lp.f_detach()?, k)?,
+            compute_view(adv, k)?,
+            compute_view(mask, k)?,
+        ],
+        batch,
+    })
+}
+
+/// The loss `spec` over `[B, T]` inputs, with verl's metrics.
+pub fn policy_loss(
+    spec: PolicyLoss,
+    old: &Tensor,
+    lp: &Tensor,
+    adv: &Tensor,
+    mask: &Tensor,
+    path: TensorPath,
+) -> Result<LossForward> {
+    let (batch, path) = check_inputs(old, lp, adv, mask, path)?;
+    if path != TensorPath::Cpu {
+        return policy_loss_device(spec, old, lp, adv, mask, &batch);
+    }
+    let inp = cpu_inputs(old, lp, adv, mask, batch)?;
+    if inp.batch.kind == Kind::Double {
+        forward_cpu::<f64>(spec, &inp)
+    } else {
+        forward_cpu::<f32>(spec, &inp)
+    }
+}
+
+/// Per-row sums of the forward pass.
+#[derive(Default, Clone, Copy)]
+struct RowSums {
+    loss: f64,
+    n: f64,
+    clipped: f64,
+    lower: f64,
+    neg_kl: f64,
+    seq: f64,
+}
+
+fn slices<T: Real>(inp: &Inputs) -> Result<[&[T]; 4]> {
+    let names = ["old_log_prob", "log_prob", "advantages", "response_mask"];
+    let mut out: [&[T]; 4] = [&[]; 4];
+    for (k, (v, name)) in inp.views.iter().zip(names).enumerate() {
+        out[k] = tensor::cpu_slice::<T>(v, name)?;
+    }
+    Ok(out)
+}
+
+fn forward_cpu<T: Real>(spec: PolicyLoss, inp: &Inputs) -> Result<LossForward> {
+    let [old, lp, adv, m] = slices::<T>(inp)?;
+    let (cols, n_rows) = (inp.batch.cols, inp.batch.rows);
+    let rows: Vec<RowSums> = parallel::install(|| {
+        (0..n_rows)
+            .into_par_iter()
+            .map(|i| {
+                let range = i * cols..(i + 1) * cols;
+                let (o, l, a, w) = (
+                    &old[range.clone()],
+                    &lp[range.clone()],
+                    &adv[range.clone()],
+                    &m[range],
+                );
+                let mut s = RowSums::default();
+                if spec.kind == PolicyKind::Gspo {
+                    s.seq = seq_log_ratio(o, l, w);
+                }
+                for t in 0..cols {
+                    let wt = w[t].to_f64();
+                    if wt == 0.0 {
+                        continue;
+                    }
+                    let tok = spec.token(o[t].to_f64(), l[t].to_f64(), a[t].to_f64(), s.seq);
+                    s.loss += tok.loss * wt;
+                    s.n += wt;
+                    s.clipped += f64::from(u8::from(tok.clipped)) * wt;
+                    s.lower += f64::from(u8::from(tok.lower)) * wt;
+                    s.neg_kl += tok.neg_kl * wt;
+                }
+                s
+            })
+            .collect()
+    })?;
+    let n: Vec<f64> = rows.iter().map(|s| s.n).collect();
+    let coef = spec.agg.row_coefficients(&n, cols);
+    let total_n: f64 = n.iter().sum::<f64>() + MASK_EPS;
+    let mut loss = 0.0;
+    let (mut clipped, mut lower, mut neg_kl) = (0.0, 0.0, 0.0);
+    for (s, &c) in rows.iter().zip(&coef) {
+        if c != 0.0 {
+            loss += c * s.loss;
+        }
+        clipped += s.clipped;
+        lower += s.lower;
+        neg_kl += s.neg_kl;
+    }
+    if spec.agg == AggMode::TokenMean && total_n <= MASK_EPS {
+        loss = f64::NAN; // 0 / 0, as verl
+    }
+    let seq: Vec<f64> = rows.iter().map(|s| s.seq).collect();
+    Ok(LossForward {
+        loss: Tensor::f_from_slice(&[loss])?
+            .f_reshape([])?
+            .f_to_kind(inp.batch.out_kind)?,
+        clipfrac: round_to(inp.batch.kind, clipped / total_n),
+        ppo_kl: round_to(inp.batch.kind, neg_kl / total_n),
+        clipfrac_lower: round_to(inp.batch.kind, lower / total_n),
+        row_coef: Tensor::f_from_slice(&coef)?,
+        row_seq: Tensor::f_from_slice(&seq)?,
+    })
+}
+
+/// GSPO's per-row mean log-ratio: `sum((lp - old) * m) / max(sum(m), 1)` over positions with
+/// `m != 0`.
+fn seq_log_ratio<T: Real>(old: &[T], lp: &[T], m: &[T]) -> f64 {
+    let (mut s, mut n) = (0.0, 0.0);
+    for ((o, l), w) in old.iter().zip(lp).zip(m) {
+        let w = w.to_f64();
+        if w != 0.0 {
+            s += (l.to_f64() - o.to_f64()) * w;
+            n += w;
+        }
+    }
+    s / n.max(1.0)
+}
+
+/// Gradient of `grad_out * loss` with respect to `log_prob` on the CPU path, from the row
+/// coefficients and GSPO row ratios of [`policy_loss`].
+#[allow(clippy::too_many_arguments)]
+pub fn policy_loss_backward(
+    spec: PolicyLoss,
+    grad_out: f64,
+    old: &Tensor,
+    lp: &Tensor,
+    adv: &Tensor,
+    mask: &Tensor,
+    row_coef: &Tensor,
+    row_seq: &Tensor,
+) -> Result<Tensor> {
+    let (batch, _) = check_inputs(old, lp, adv, mask, TensorPath::Cpu)?;
+    let coef = row_vector(row_coef, "row_coef", batch.rows)?;
+    let seq = row_vector(row_seq, "row_seq", batch.rows)?;
+    let out_kind = batch.out_kind;
+    let inp = cpu_inputs(old, lp, adv, mask, batch)?;
+    let g = if inp.batch.kind == Kind::Double {
+        backward_cpu::<f64>(spec, grad_out, &inp, &coef, &seq)?
+    } else {
+        backward_cpu::<f32>(spec, grad_out, &inp, &coef, &seq)?
+    };
+    Ok(g.f_to_kind(out_kind)?)
+}
+
+fn row_vector(t: &Tensor, arg: &str, rows: usize) -> Result<Vec<f64>> {
+    tensor::expect_ndim(t, arg, 1)?;
+    let t = tensor::contiguous(&t.f_to_kind(Kind::Double)?.f_to_device(tch::Device::Cpu)?);
+    let v = tensor::cpu_slice::<f64>(&t, arg)?.to_vec();
+    if v.len() != rows {
+        return Err(Error::shape(arg, format!("{rows} values"), v.len()));
+    }
+    Ok(v)
+}
+
+fn backward_cpu<T: Real>(
+    spec: PolicyLoss,
+    grad_out: f64,
+    inp: &Inputs,
+    coef: &[f64],
+    seq: &[f64],
+) -> Result<Tensor> {
+    let [old, lp, adv, m] = slices::<T>(inp)?;
+    let cols = inp.batch.cols;
+    let mut out = tensor::empty_cpu::<T>(&[inp.batch.rows as i64, cols as i64])?;
+    let o = tensor::cpu_slice_mut::<T>(&mut out, "grad")?;
+    parallel::install(|| {
+        o.par_chunks_mut(cols).enumerate().for_each(|(i, orow)| {
+            let base = i * cols;
+            let c = grad_out * coef[i];
+            for (t, ov) in orow.iter_mut().enumerate() {
+                let k = base + t;
+                let w = m[k].to_f64();
+                *ov = if w == 0.0 || c == 0.0 {
+                    T::from_f64(0.0)
+                } else {
+                    let tok = spec.token(old[k].to_f64(), lp[k].to_f64(), adv[k].to_f64(), seq[i]);
+                    T::from_f64(c * w * tok.grad)
+                };
+            }
+        })
+    })?;
+    Ok(out)
+}
+
+/// verl's composition in tch ops; autograd flows through `lp` when it requires grad.
+fn policy_loss_device(
+    spec: PolicyLoss,
+    old: &Tensor,
+    lp: &Tensor,
+    adv: &Tensor,
+    mask: &Tensor,
+    batch: &Batch,
+) -> Result<LossForward> {
+    let k = batch.kind;
+    let (old, lp, adv) = (old.f_to_kind(k)?, lp.f_to_kind(k)?, adv.f_to_kind(k)?);
+    let m = mask.f_to_kind(k)?;
+    let keep = m.f_ne(0.0)?;
+    let mmean = |x: &Tensor| -> Result<f64> {
+        let s = x
+            .f_to_kind(Kind::Double)?
+            .f_where_scalarother(&keep, 0.0)?
+            .f_mul(&m.f_to_kind(Kind::Double)?)?
+            .f_sum(Kind::Double)?;
+        let n = m.f_sum(Kind::Double)?.f_double_value(&[])?;
+        Ok(round_to(k, s.f_double_value(&[])? / (n + MASK_EPS)))
+    };
+    let (lo, hi) = (1.0 - spec.clip_low, 1.0 + spec.clip_high);
+    let raw = lp.f_sub(&old)?;
+    let (losses, clipfrac, ppo_kl, lower) = match spec.kind {
+        PolicyKind::Vanilla => {
+            let d = raw.f_clamp(-20.0, 20.0)?;
+            let r = d.f_exp()?;
+            let l1 = adv.f_neg()?.f_mul(&r)?;
+            let l2 = adv.f_neg()?.f_mul(&r.f_clamp(lo, hi)?)?;
+            let lc = l1.f_maximum(&l2)?;
+            let l3 = adv.f_neg()?.f_mul_scalar(spec.clip_c)?;
+            let dual = l3.f_minimum(&lc)?;
+            let neg = adv.f_lt(0.0)?;
+            let losses = dual.f_where_self(&neg, &lc)?;
+            let lower = lc.f_gt_tensor(&l3)?.f_logical_and(&neg)?;
+            (
+                losses,
+                mmean(&l2.f_gt_tensor(&l1)?)?,
+                mmean(&d.f_neg()?)?,
+                mmean(&lower)?,
+            )
+        }
+        PolicyKind::Gspo => {
+            let counts = m.f_sum_dim_intlist(1, true, k)?.f_clamp_min(1.0)?;
+            let seq = raw
+                .f_detach()?
+                .f_where_scalarother(&keep, 0.0)?
+                .f_mul(&m)?
+                .f_sum_dim_intlist(1, true, k)?
+                .f_div(&counts)?;
+            let log_r = lp.f_sub(&lp.f_detach()?)?.f_add(&seq)?.f_clamp_max(10.0)?;
+            let r = log_r.f_exp()?;
+            let l1 = adv.f_neg()?.f_mul(&r)?;
+            let l2 = adv.f_neg()?.f_mul(&r.f_clamp(lo, hi)?)?;
+            let losses = l1.f_maximum(&l2)?;
+            (
+                losses,
+                mmean(&l2.f_gt_tensor(&l1)?)?,
+                mmean(&raw.f_neg()?)?,
+                0.0,
+            )
+        }
+        PolicyKind::Gpg => (lp.f_neg()?.f_mul(&adv)?, 0.0, 0.0, 0.0),
+        PolicyKind::Cispo => {
+            let d = raw.f_clamp(-20.0, 20.0)?;
+            let r = d.f_exp()?;
+            let c = r.f_clamp(lo, hi)?;
+            let losses = c.f_detach()?.f_neg()?.f_mul(&adv)?.f_mul(&lp)?;
+            (
+                losses,
+                mmean(&r.f_ne_tensor(&c)?)?,
+                mmean(&d.f_neg()?)?,
+                0.0,
+            )
+        }
+    };
+    let loss = spec
+        .agg
+        .device(&losses, mask, k)?
+        .f_to_kind(batch.out_kind)?;
+    let empty = Tensor::f_zeros([0], (Kind::Double, tch::Device::Cpu))?;
+    Ok(LossForward {
+        loss,
+        clipfrac,
+        ppo_kl,
+        clipfrac_lower: lower,
+        row_coef: empty.shallow_clone(),
+        row_seq: empty,
+    })
+}
+
+/// verl's `agg_loss(loss_mat, mask, mode)`: the CPU path returns the value and the `[B]` row
+/// coefficients (the gradient is `grad * c_i * m`); the device path records autograd.
+pub fn agg_loss(
+    loss: &Tensor,
+    mask: &Tensor,
+    mode: AggMode,
+    path: TensorPath,
+) -> Result<(Tensor, Tensor)> {
+    let batch = float_batch(loss, "loss_mat")?;
+    expect_same_shape(mask, "loss_mask", loss, "loss_mat")?;
+    if path.resolve(batch.device)? != TensorPath::Cpu {
+        let out = mode.device(&loss.f_to_kind(batch.kind)?, mask, batch.kind)?;
+        let empty = Tensor::f_zeros([0], (Kind::Double, tch::Device::Cpu))?;
+        return Ok((out.f_to_kind(batch.out_kind)?, empty));
+    }
+    let l = compute_view(&loss.f_detach()?, batch.kind)?;
+    let m = compute_view(mask, batch.kind)?;
+    let (value, coef) = if batch.kind == Kind::Double {
+        agg_cpu::<f64>(&l, &m, mode, &batch)?
+    } else {
+        agg_cpu::<f32>(&l, &m, mode, &batch)?
+    };
+    let value = Tensor::f_from_slice(&[value])?
+        .f_reshape([])?
+        .f_to_kind(batch.out_kind)?;
+    Ok((value, Tensor::f_from_slice(&coef)?))
+}
+
+fn agg_cpu<T: Real>(l: &Tensor, m: &Tensor, mode: AggMode, b: &Batch) -> Result<(f64, Vec<f64>)> {
+    let ls = tensor::cpu_slice::<T>(l, "loss_mat")?;
+    let ms = tensor::cpu_slice::<T>(m, "loss_mask")?;
+    let cols = b.cols.max(1);
+    let sums: Vec<(f64, f64)> = parallel::install(|| {
+        ls.par_chunks(cols)
+            .zip(ms.par_chunks(cols))
+            .map(|(lr, mr)| {
+                let (mut s, mut n) = (0.0, 0.0);
+                for (&lv, &mv) in lr.iter().zip(mr) {
+                    let w = mv.to_f64();
+                    if w != 0.0 {
+                        s += lv.to_f64() * w;
+                        n += w;
+                    }
+                }
+                (s, n)
+            })
+            .collect()
+    })?;
+    let n: Vec<f64> = sums.iter().map(|s| s.1).collect();
+    let coef = mode.row_coefficients(&n, b.cols);
+    let mut value = 0.0;
+    for ((s, _), &c) in sums.iter().zip(&coef) {
+        if c != 0.0 {
+            value += c * s;
+        }
+    }
+    let total: f64 = n.iter().sum();
+    let n_seq = n.iter().filter(|&&v| v > 0.0).count();
+    if (mode == AggMode::TokenMean && total == 0.0)
+        || (mode != AggMode::TokenMean && mode != AggMode::TokenSum && n_seq == 0)
+    {
+        value = f64::NAN; // 0 / 0, as verl
+    }
+    Ok((value, coef))
+}
+
+/// Gradient of an aggregated loss with respect to `loss_mat`: `grad_out * c_i * m[i, t]`.
+pub fn agg_loss_backward(
+    grad_out: f64,
+    loss: &Tensor,
+    mask: &Tensor,
+    row_coef: &Tensor,
+) -> Result<Tensor> {
+    let batch = float_batch(loss, "loss_mat")?;
+    expect_same_shape(mask, "loss_mask", loss, "loss_mat")?;
+    let coef = row_vector(row_coef, "row_coef", batch.rows)?;
+    let m = compute_view(mask, batch.kind)?;
+    let shape = [batch.rows as i64, batch.cols as i64];
+    let out = if batch.kind == Kind::Double {
+        agg_grad_cpu::<f64>(grad_out, &m, &coef, &shape, batch.cols)?
+    } else {
+        agg_grad_cpu::<f32>(grad_out, &m, &coef, &shape, batch.cols)?
+    };
+    Ok(out.f_to_kind(batch.out_kind)?)
+}
+
+fn agg_grad_cpu<T: Real>(
+    g: f64,
+    m: &Tensor,
+    coef: &[f64],
+    shape: &[i64],
+    cols: usize,
+) -> Result<Tensor> {
+    let ms = tensor::cpu_slice::<T>(m, "loss_mask")?;
+    let mut out = tensor::empty_cpu::<T>(shape)?;
+    let o = tensor::cpu_slice_mut::<T>(&mut out, "grad")?;
+    let cols = cols.max(1);
+    parallel::install(|| {
+        o.par_chunks_mut(cols)
+            .zip(ms.par_chunks(cols))
+            .zip(coef.par_iter())
+            .for_each(|((orow, mrow), &c)| {
+                for (ov, &mv) in orow.iter_mut().zip(mrow) {
+                    let w = mv.to_f64();
+                    *ov = T::from_f64(if w == 0.0 || c == 0.0 { 0.0 } else { g * c * w });
+                }
+            })
+    })?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vanilla_token_hand_worked() {
+        let spec = PolicyLoss::new(PolicyKind::Vanilla, 0.2, 0.2, 3.0, AggMode::TokenMean).unwrap();
+        // r = e^0.5 = 1.6487 > 1.2, A = 1: L1 = -1.6487, L2 = -1.2 -> loss -1.2, no gradient.
+        let t = spec.token(0.0, 0.5, 1.0, 0.0);
+        assert!((t.loss + 1.2).abs() < 1e-12 && t.grad == 0.0 && t.clipped);
+        // A = -1, r = e^2 = 7.39: L1 = 7.39 > L2 = 1.2; dual clip min(3, 7.39) = 3.
+        let t = spec.token(0.0, 2.0, -1.0, 0.0);
+        assert!((t.loss - 3.0).abs() < 1e-12 && t.grad == 0.0 && t.lower);
+        // Inside the clip range both branches tie: the gradient is -A r.
+        let t = spec.token(0.0, 0.1, 2.0, 0.0);
+        assert!((t.grad + 2.0 * 0.1f64.exp()).abs() < 1e-12 && !t.clipped);
+    }
+
+    #[test]
+    fn agg_coefficients() {
+        let n = [2.0, 0.0, 4.0];
+        let c = AggMode::TokenMean.row_coefficients(&n, 5);
+        assert_eq!(c, vec![1.0 / 6.0; 3]);
+        let c = AggMode::SeqMeanTokenMean.row_coefficients(&n, 5);
+        assert!((c[0] - 1.0 / (2.0 * (2.0 + 1e-8))).abs() < 1e-15 && c[1] == 0.0);
+        let c = AggMode::SeqMeanTokenSumNorm {
+            loss_scale_factor: None,
+        }
+        .row_coefficients(&n, 5);
+        assert_eq!(c[2], 1.0 / 10.0);
+        assert!(matches!(AggMode::parse("mean", None), Err(Error::Value(_))));
+    }
+}
