@@ -8,12 +8,13 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from benches.harness import Case
+from benches.harness import Case, nbytes
 from r1kit import rl
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from verl.trainer.ppo import core_algos as verl
+    from verl.workers.config import ActorConfig
 
 
 def _mask(b: int, t: int, seed: int) -> torch.Tensor:
@@ -53,6 +54,9 @@ def cases() -> list[Case]:
                 rl.gae(r, v, m, 0.99, 0.95)[0],
                 verl.compute_gae_advantage_return(r, v, m, 0.99, 0.95)[0],
             ),
+            inputs=[r, v, m],
+            # read r, v, m; write advantages and returns; whitening re-reads and rewrites A
+            traffic_bytes=7 * nbytes(r),
         ),
         Case(
             name=f"reinforce_plus_plus B={b} T={t}",
@@ -64,6 +68,8 @@ def cases() -> list[Case]:
                     )
                 )
             },
+            inputs=[r, m],
+            traffic_bytes=5 * nbytes(r),  # read r, m; write returns; re-read; write advantages
         ),
         Case(
             name=f"grpo B={bg} (256 groups of 16) T={tg}, uid strings",
@@ -77,6 +83,8 @@ def cases() -> list[Case]:
             check=lambda: close(
                 rl.grpo(rg, mg, uids)[0], verl.compute_grpo_outcome_advantage(rg, mg, uids)[0]
             ),
+            inputs=[rg, mg],
+            traffic_bytes=3 * nbytes(rg),  # read rewards and mask, write one advantage tensor
         ),
         Case(
             name=f"grpo B={bg} T={tg}, int64 group ids",
@@ -96,5 +104,63 @@ def cases() -> list[Case]:
                     rg, mg, uids
                 ),
             },
+            inputs=[rg, mg],
+            traffic_bytes=3 * nbytes(rg),
+        ),
+        *loss_cases(),
+    ]
+
+
+def loss_cases() -> list[Case]:
+    """KL penalty and the vanilla policy loss at 4096 x 1024 (forward + backward)."""
+    b, t = 4096, 1024
+    g = torch.Generator().manual_seed(3)
+    old = -torch.rand(b, t, generator=g) * 3
+    ref = old + torch.randn(b, t, generator=g) * 0.3
+    adv = torch.randn(b, t, generator=g)
+    m = _mask(b, t, 4)
+    lp = (old + torch.randn(b, t, generator=g) * 0.2).requires_grad_(True)
+    cfg = ActorConfig(
+        strategy="fsdp",
+        rollout_n=1,
+        ppo_micro_batch_size_per_gpu=1,
+        clip_ratio=0.2,
+        clip_ratio_low=0.2,
+        clip_ratio_high=0.28,
+        clip_ratio_c=3.0,
+    )
+    vanilla = verl.get_policy_loss_fn("vanilla")
+
+    def ours() -> torch.Tensor:
+        loss, _ = rl.policy_loss("vanilla", old, lp, adv, m, 0.2, 0.28, 3.0)
+        return torch.autograd.grad(loss, lp)[0]
+
+    def theirs() -> torch.Tensor:
+        loss, _ = vanilla(old, lp, adv, m, loss_agg_mode="token-mean", config=cfg)
+        return torch.autograd.grad(loss, lp)[0]
+
+    def check() -> None:
+        torch.testing.assert_close(ours(), theirs(), rtol=1e-5, atol=1e-6)
+
+    lpd = lp.detach()
+    return [
+        Case(
+            name=f"kl_penalty(low_var_kl) {b}x{t}",
+            r1kit=lambda: rl.kl_penalty(lpd, ref, "low_var_kl"),
+            baselines={"verl kl_penalty": lambda: verl.kl_penalty(lpd, ref, "low_var_kl")},
+            check=lambda: torch.testing.assert_close(
+                rl.kl_penalty(lpd, ref, "low_var_kl"), verl.kl_penalty(lpd, ref, "low_var_kl")
+            ),
+            inputs=[lpd, ref],
+            traffic_bytes=3 * nbytes(lpd),
+        ),
+        Case(
+            name=f"vanilla policy_loss forward+backward {b}x{t} (token-mean)",
+            r1kit=ours,
+            baselines={"verl compute_policy_loss_vanilla + agg_loss": theirs},
+            check=check,
+            inputs=[old, lpd, adv, m],
+            # forward reads 4 tensors; backward reads them again and writes the gradient
+            traffic_bytes=9 * nbytes(lpd),
         ),
     ]

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
+
 
 @dataclass
 class Case:
@@ -25,6 +27,35 @@ class Case:
     check: Callable[[], None] | None = None
     notes: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    # The memory-bandwidth limit: the tensors the work reads (cloned to measure the machine's copy
+    # bandwidth in the same run) and the bytes it must move at least (reads + writes).
+    inputs: list[torch.Tensor] = field(default_factory=list)
+    traffic_bytes: int = 0
+
+
+def nbytes(*tensors: torch.Tensor) -> int:
+    """Bytes held by ``tensors``."""
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+@dataclass
+class Bandwidth:
+    """What the memory system allows for a case: copy bandwidth and the time its traffic takes."""
+
+    copy_gb_s: float
+    traffic_mb: float
+    limit_s: float
+
+
+def bandwidth(case: Case, *, min_runs: int, min_time_s: float) -> Bandwidth | None:
+    """Copy bandwidth from a ``clone`` of the case's inputs, and its traffic's time at that rate."""
+    if not case.inputs or not case.traffic_bytes:
+        return None
+    copy = measure(
+        lambda: [t.clone() for t in case.inputs], min_runs=min_runs, min_time_s=min_time_s
+    )
+    rate = 2 * nbytes(*case.inputs) / copy.median_s  # a clone reads and writes every byte
+    return Bandwidth(rate / 1e9, case.traffic_bytes / 1e6, case.traffic_bytes / rate)
 
 
 @dataclass

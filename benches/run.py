@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 import r1kit  # noqa: E402
-from benches.harness import Timing, format_ms, run_case  # noqa: E402
+from benches.harness import Timing, bandwidth, format_ms, run_case  # noqa: E402
 
 
 def machine() -> str:
@@ -52,6 +52,7 @@ def main() -> int:
     print(f"machine: {machine()}; r1kit threads: {r1kit.get_num_threads()}")
     modules = sorted(p.stem for p in (ROOT / "benches").glob("bench_*.py"))
     results: list[Timing] = []
+    limits: list[dict[str, object]] = []
     for name in modules:
         module = importlib.import_module(f"benches.{name}")
         for case in module.cases():
@@ -68,10 +69,25 @@ def main() -> int:
                     f"  {row.implementation:<34} {format_ms(row.median_s):>10} {row.runs:>6}"
                     f" {ratio:>15}"
                 )
+            bw = bandwidth(case, min_runs=args.min_runs, min_time_s=args.min_time)
+            if bw is not None:
+                limits.append({"case": case.name, **bw.__dict__})
+                print(
+                    f"  memory: moves {bw.traffic_mb:.0f} MB; at the copy bandwidth of this run "
+                    f"({bw.copy_gb_s:.1f} GB/s, a clone of the inputs) that takes "
+                    f"{format_ms(bw.limit_s)} ms: r1kit runs at {bw.limit_s / ours:.0%} of it"
+                )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
-        json.dumps({"machine": machine(), "results": [r.__dict__ for r in results]}, indent=2)
+        json.dumps(
+            {
+                "machine": machine(),
+                "results": [r.__dict__ for r in results],
+                "memory_limits": limits,
+            },
+            indent=2,
+        )
     )
     print(f"\nwrote {out}")
     return 0

@@ -62,53 +62,111 @@ impl KlKind {
 
     /// The estimator's value at `d = log_prob - ref_log_prob`.
     #[inline]
-    pub fn value(self, d: f64) -> f64 {
+    pub fn value<T: Real>(self, d: T) -> T {
         match self.base {
-            KlBase::K1 => d,
-            KlBase::Abs => d.abs(),
-            KlBase::K2 => 0.5 * (d * d),
-            KlBase::K3 => {
-                let x = (-d).clamp(-20.0, 20.0);
-                (x.exp() - x - 1.0).clamp(-10.0, 10.0)
-            }
+            KlBase::K1 => value::<T, K1>(d),
+            KlBase::Abs => value::<T, ABS>(d),
+            KlBase::K2 => value::<T, K2>(d),
+            KlBase::K3 => value::<T, K3>(d),
         }
     }
 
     /// The derivative of the estimator with respect to `log_prob` at `d` (autograd's choice at
     /// the clamp boundaries and at `|d|`'s kink).
     #[inline]
-    pub fn grad(self, d: f64) -> f64 {
-        if self.straight_through {
-            return d;
+    pub fn grad<T: Real>(self, d: T) -> T {
+        match (self.base, self.straight_through) {
+            (_, true) | (KlBase::K2, _) => d,
+            (KlBase::K1, _) => grad::<T, K1>(d),
+            (KlBase::Abs, _) => grad::<T, ABS>(d),
+            (KlBase::K3, _) => grad::<T, K3>(d),
         }
+    }
+
+    fn code(self) -> u8 {
         match self.base {
-            KlBase::K1 => 1.0,
-            KlBase::Abs => {
-                if d > 0.0 {
-                    1.0
-                } else if d < 0.0 {
-                    -1.0
-                } else {
-                    d // 0 (or NaN)
-                }
-            }
-            KlBase::K2 => d,
-            KlBase::K3 => {
-                let kl = -d;
-                let x = kl.clamp(-20.0, 20.0);
-                let e = x.exp();
-                let kld = e - x - 1.0;
-                let pass_inner = (-20.0..=20.0).contains(&kl);
-                let pass_outer = (-10.0..=10.0).contains(&kld);
-                if kl.is_nan() {
-                    f64::NAN
-                } else if pass_inner && pass_outer {
-                    -(e - 1.0)
-                } else {
-                    0.0
-                }
+            KlBase::K1 => K1,
+            KlBase::Abs => ABS,
+            KlBase::K2 => K2,
+            KlBase::K3 => K3,
+        }
+    }
+}
+
+// The base estimators as const-generic codes, so every kernel is compiled (and vectorised) for
+// one estimator with no branch on it in the loop.
+const K1: u8 = 0;
+const ABS: u8 = 1;
+const K2: u8 = 2;
+const K3: u8 = 3;
+
+#[inline(always)]
+fn value<T: Real, const BASE: u8>(d: T) -> T {
+    let c = |v: f64| T::from_f64(v);
+    match BASE {
+        K1 => d,
+        ABS => d.abs(),
+        K2 => c(0.5) * (d * d),
+        _ => {
+            // verl: kl = ref - lp; clamp(kl, -20, 20); clamp(exp(kl) - kl - 1, -10, 10).
+            let x = (-d).clamp_to(c(-20.0), c(20.0));
+            (x.exp_bounded() - x - T::ONE).clamp_to(c(-10.0), c(10.0))
+        }
+    }
+}
+
+#[inline(always)]
+fn grad<T: Real, const BASE: u8>(d: T) -> T {
+    let c = |v: f64| T::from_f64(v);
+    match BASE {
+        K1 => T::ONE,
+        ABS => {
+            if d > c(0.0) {
+                T::ONE
+            } else if d < c(0.0) {
+                -T::ONE
+            } else {
+                d // 0, or NaN
             }
         }
+        K2 => d,
+        _ => {
+            let kl = -d;
+            let x = kl.clamp_to(c(-20.0), c(20.0));
+            let e = x.exp_bounded();
+            let kld = e - x - T::ONE;
+            let pass = kl >= c(-20.0) && kl <= c(20.0) && kld >= c(-10.0) && kld <= c(10.0);
+            if pass {
+                T::ONE - e
+            } else if kl.is_nan() {
+                kl
+            } else {
+                c(0.0)
+            }
+        }
+    }
+}
+
+fn value_cpu<T: Real>(a: &[T], b: &[T], shape: &[i64], kind: KlKind) -> Result<Tensor> {
+    match kind.code() {
+        K1 => map2_cpu(a, b, shape, |lp, r| value::<T, K1>(lp - r)),
+        ABS => map2_cpu(a, b, shape, |lp, r| value::<T, ABS>(lp - r)),
+        K2 => map2_cpu(a, b, shape, |lp, r| value::<T, K2>(lp - r)),
+        _ => map2_cpu(a, b, shape, |lp, r| value::<T, K3>(lp - r)),
+    }
+}
+
+fn grad_cpu<T: Real>(g: &[T], a: &[T], b: &[T], shape: &[i64], kind: KlKind) -> Result<Tensor> {
+    let code = if kind.straight_through {
+        K2
+    } else {
+        kind.code()
+    };
+    match code {
+        K1 => map3_cpu(g, a, b, shape, |g, _, _| g),
+        ABS => map3_cpu(g, a, b, shape, |g, lp, r| g * grad::<T, ABS>(lp - r)),
+        K2 => map3_cpu(g, a, b, shape, |g, lp, r| g * (lp - r)),
+        _ => map3_cpu(g, a, b, shape, |g, lp, r| g * grad::<T, K3>(lp - r)),
     }
 }
 
@@ -128,11 +186,10 @@ pub fn kl_penalty(
             let a = compute_view(log_prob, compute)?;
             let b = compute_view(ref_log_prob, compute)?;
             let shape = log_prob.size();
-            let f = move |lp: f64, r: f64| kind.value(lp - r);
             let out = if compute == Kind::Double {
-                map2_cpu::<f64>(slice(&a)?, slice(&b)?, &shape, f)?
+                value_cpu::<f64>(slice(&a)?, slice(&b)?, &shape, kind)?
             } else {
-                map2_cpu::<f32>(slice(&a)?, slice(&b)?, &shape, f)?
+                value_cpu::<f32>(slice(&a)?, slice(&b)?, &shape, kind)?
             };
             Ok(out.f_to_kind(out_kind)?)
         }
@@ -183,11 +240,10 @@ pub fn kl_penalty_backward(
             let a = compute_view(log_prob, compute)?;
             let b = compute_view(ref_log_prob, compute)?;
             let shape = log_prob.size();
-            let f = move |g: f64, lp: f64, r: f64| g * kind.grad(lp - r);
             let out = if compute == Kind::Double {
-                map3_cpu::<f64>(slice(&g)?, slice(&a)?, slice(&b)?, &shape, f)?
+                grad_cpu::<f64>(slice(&g)?, slice(&a)?, slice(&b)?, &shape, kind)?
             } else {
-                map3_cpu::<f32>(slice(&g)?, slice(&a)?, slice(&b)?, &shape, f)?
+                grad_cpu::<f32>(slice(&g)?, slice(&a)?, slice(&b)?, &shape, kind)?
             };
             Ok(out.f_to_kind(out_kind)?)
         }
@@ -316,9 +372,9 @@ fn apply_cpu<T: Real>(
                         *ov = s[k];
                         continue;
                     }
-                    // kld is rounded to T like verl's `kl * mask` tensor.
-                    let kld = T::from_f64(kind.value(old[k].to_f64() - r[k].to_f64()) * w).to_f64();
-                    *ov = T::from_f64(score - beta * kld);
+                    // In T, as verl's `kl * mask` and `scores - beta * kld` tensors.
+                    let kld = (kind.value(old[k] - r[k]) * m[k]).to_f64();
+                    *ov = T::from_f64(score - T::from_f64(beta * kld).to_f64());
                     sum += kld * w;
                     n += w;
                 }
@@ -338,10 +394,10 @@ mod tests {
     fn values_hand_worked() {
         let k3 = KlKind::parse("low_var_kl").unwrap();
         // d = -1: x = 1, e - 1 - 1 = 0.71828...
-        assert!((k3.value(-1.0) - (std::f64::consts::E - 2.0)).abs() < 1e-12);
-        assert_eq!(k3.value(-100.0), 10.0); // exp(20) - 21 clamped to 10
-        assert_eq!(KlKind::parse("mse").unwrap().value(3.0), 4.5);
-        assert_eq!(KlKind::parse("abs").unwrap().value(-2.0), 2.0);
+        assert!((k3.value(-1.0f64) - (std::f64::consts::E - 2.0)).abs() < 1e-12);
+        assert_eq!(k3.value(-100.0f64), 10.0); // exp(20) - 21 clamped to 10
+        assert_eq!(KlKind::parse("mse").unwrap().value(3.0f64), 4.5);
+        assert_eq!(KlKind::parse("abs").unwrap().value(-2.0f64), 2.0);
         assert!(KlKind::parse("k2+").unwrap() == KlKind::parse("k2").unwrap());
         assert!(KlKind::parse("k3+").unwrap().straight_through);
         assert!(matches!(KlKind::parse("k4"), Err(Error::Value(_))));
@@ -350,7 +406,7 @@ mod tests {
     #[test]
     fn k3_gradient_matches_finite_difference() {
         let k3 = KlKind::parse("k3").unwrap();
-        for d in [-2.0, -0.3, 0.0, 0.7, 1.5] {
+        for d in [-2.0f64, -0.3, 0.0, 0.7, 1.5] {
             let h = 1e-6;
             let fd = (k3.value(d + h) - k3.value(d - h)) / (2.0 * h);
             assert!(
@@ -359,6 +415,6 @@ mod tests {
                 k3.grad(d)
             );
         }
-        assert_eq!(k3.grad(-30.0), 0.0); // clamped
+        assert_eq!(k3.grad(-30.0f64), 0.0); // clamped
     }
 }

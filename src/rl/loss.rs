@@ -178,47 +178,53 @@ impl PolicyLoss {
     }
 
     /// Per-token loss and its derivative with respect to `log_prob`, plus the metric indicators
-    /// (clipped, clipped-lower) and the `ppo_kl` term. `seq` is the row's mean log-ratio (GSPO).
-    #[inline]
-    fn token(self, old: f64, lp: f64, a: f64, seq: f64) -> Token {
-        let (lo, hi) = (1.0 - self.clip_low, 1.0 + self.clip_high);
-        let raw = lp - old;
+    /// (clipped, clipped-lower) and the `ppo_kl` term, in the storage type as torch computes them.
+    /// `seq` is the row's mean log-ratio (GSPO).
+    #[cfg(test)]
+    fn token<T: Real>(self, old: T, lp: T, a: T, seq: T) -> Token<T> {
         match self.kind {
-            PolicyKind::Vanilla => {
-                let d = raw.clamp(-20.0, 20.0);
-                let r = d.exp();
-                let dr = if (-20.0..=20.0).contains(&raw) {
-                    r
-                } else {
-                    0.0
-                };
-                let clipped = r.clamp(lo, hi);
-                let (l1, l2) = (-a * r, -a * clipped);
-                let (g1, g2) = (-a, if (lo..=hi).contains(&r) { -a } else { 0.0 });
+            PolicyKind::Vanilla => self.token_k::<T, VANILLA>(old, lp, a, seq),
+            PolicyKind::Gspo => self.token_k::<T, GSPO>(old, lp, a, seq),
+            PolicyKind::Gpg => self.token_k::<T, GPG>(old, lp, a, seq),
+            PolicyKind::Cispo => self.token_k::<T, CISPO>(old, lp, a, seq),
+        }
+    }
+
+    /// [`Self::token`] for the kind `K` (a constant, so the loops over it have no branch on it).
+    #[inline(always)]
+    fn token_k<T: Real, const K: u8>(self, old: T, lp: T, a: T, seq: T) -> Token<T> {
+        let c = |v: f64| T::from_f64(v);
+        let zero = c(0.0);
+        let (lo, hi) = (c(1.0 - self.clip_low), c(1.0 + self.clip_high));
+        let raw = lp - old;
+        match K {
+            VANILLA => {
+                // Branch-free (selects): advantage signs and clip outcomes are data-dependent and
+                // would mispredict.
+                let d = raw.clamp_to(c(-20.0), c(20.0));
+                let r = d.exp_bounded();
+                let dr = sel((raw >= c(-20.0)) & (raw <= c(20.0)), r, zero);
+                let (l1, l2) = (-a * r, -a * r.clamp_to(lo, hi));
+                let (g1, g2) = (-a, sel((r >= lo) & (r <= hi), -a, zero));
                 let (lc, gc) = max_grad(l1, g1, l2, g2);
-                let (loss, g) = if a < 0.0 {
-                    let l3 = -a * self.clip_c;
-                    let (l, g) = min_grad(l3, 0.0, lc, gc);
-                    (l, g)
-                } else {
-                    (lc, gc)
-                };
-                let lower = a < 0.0 && lc > -a * self.clip_c;
+                let l3 = -a * c(self.clip_c);
+                let (dual, gdual) = min_grad(l3, zero, lc, gc);
+                let neg = a < zero;
                 Token {
-                    loss,
-                    grad: g * dr,
+                    loss: sel(neg, dual, lc),
+                    grad: sel(neg, gdual, gc) * dr,
                     clipped: l2 > l1,
-                    lower,
+                    lower: neg & (lc > l3),
                     neg_kl: -d,
                 }
             }
-            PolicyKind::Gspo => {
-                let log_r = seq; // lp - sg(lp) + sg(seq): the value is seq, the slope is 1
-                let r = log_r.min(10.0).exp();
-                let dr = if log_r <= 10.0 { r } else { 0.0 };
-                let clipped = r.clamp(lo, hi);
-                let (l1, l2) = (-a * r, -a * clipped);
-                let (g1, g2) = (-a, if (lo..=hi).contains(&r) { -a } else { 0.0 });
+            GSPO => {
+                // log r = lp - sg(lp) + sg(seq): the value is seq, the slope 1 (clamped at 10).
+                let log_r = sel(seq > c(10.0), c(10.0), seq);
+                let r = log_r.exp_bounded();
+                let dr = sel(seq <= c(10.0), r, zero);
+                let (l1, l2) = (-a * r, -a * r.clamp_to(lo, hi));
+                let (g1, g2) = (-a, sel((r >= lo) & (r <= hi), -a, zero));
                 let (loss, g) = max_grad(l1, g1, l2, g2);
                 Token {
                     loss,
@@ -228,21 +234,21 @@ impl PolicyLoss {
                     neg_kl: -raw,
                 }
             }
-            PolicyKind::Gpg => Token {
+            GPG => Token {
                 loss: -lp * a,
                 grad: -a,
                 clipped: false,
                 lower: false,
-                neg_kl: 0.0,
+                neg_kl: zero,
             },
-            PolicyKind::Cispo => {
-                let d = raw.clamp(-20.0, 20.0);
-                let r = d.exp();
-                let c = r.clamp(lo, hi);
+            _ => {
+                let d = raw.clamp_to(c(-20.0), c(20.0));
+                let r = d.exp_bounded();
+                let w = r.clamp_to(lo, hi);
                 Token {
-                    loss: -c * a * lp,
-                    grad: -c * a,
-                    clipped: r != c,
+                    loss: -w * a * lp,
+                    grad: -w * a,
+                    clipped: r != w,
                     lower: false,
                     neg_kl: -d,
                 }
@@ -251,40 +257,59 @@ impl PolicyLoss {
     }
 }
 
-struct Token {
-    loss: f64,
-    grad: f64,
+/// Tokens per chunk of the forward pass (results never depend on it).
+const CHUNK_T: usize = 256;
+
+const VANILLA: u8 = 0;
+const GSPO: u8 = 1;
+const GPG: u8 = 2;
+const CISPO: u8 = 3;
+
+impl PolicyKind {
+    fn code(self) -> u8 {
+        match self {
+            Self::Vanilla => VANILLA,
+            Self::Gspo => GSPO,
+            Self::Gpg => GPG,
+            Self::Cispo => CISPO,
+        }
+    }
+}
+
+struct Token<T> {
+    loss: T,
+    grad: T,
     clipped: bool,
     lower: bool,
-    neg_kl: f64,
+    neg_kl: T,
 }
 
-/// `max(a, b)` and its derivative (torch: halves on ties).
-#[inline]
-fn max_grad(a: f64, ga: f64, b: f64, gb: f64) -> (f64, f64) {
-    if a > b {
-        (a, ga)
-    } else if b > a {
-        (b, gb)
-    } else if a == b {
-        (a, 0.5 * ga + 0.5 * gb)
+/// `if c { a } else { b }`, which LLVM lowers to a select (no branch) for floats.
+#[inline(always)]
+fn sel<T: Real>(c: bool, a: T, b: T) -> T {
+    if c {
+        a
     } else {
-        (f64::NAN, f64::NAN)
+        b
     }
 }
 
-/// `min(a, b)` and its derivative (torch: halves on ties).
-#[inline]
-fn min_grad(a: f64, ga: f64, b: f64, gb: f64) -> (f64, f64) {
-    if a < b {
-        (a, ga)
-    } else if b < a {
-        (b, gb)
-    } else if a == b {
-        (a, 0.5 * ga + 0.5 * gb)
-    } else {
-        (f64::NAN, f64::NAN)
-    }
+/// `max(a, b)` and its derivative (torch: halves on ties; NaN propagates).
+#[inline(always)]
+fn max_grad<T: Real>(a: T, ga: T, b: T, gb: T) -> (T, T) {
+    let (gt, lt) = (a > b, a < b);
+    let half = T::from_f64(0.5);
+    let value = sel(gt | a.is_nan(), a, b);
+    (value, sel(gt, ga, sel(lt, gb, half * ga + half * gb)))
+}
+
+/// `min(a, b)` and its derivative (torch: halves on ties; NaN propagates).
+#[inline(always)]
+fn min_grad<T: Real>(a: T, ga: T, b: T, gb: T) -> (T, T) {
+    let (lt, gt) = (a < b, a > b);
+    let half = T::from_f64(0.5);
+    let value = sel(lt | a.is_nan(), a, b);
+    (value, sel(lt, ga, sel(gt, gb, half * ga + half * gb)))
 }
 
 /// A policy loss's value, its metrics and what the backward pass needs.
@@ -393,39 +418,13 @@ fn slices<T: Real>(inp: &Inputs) -> Result<[&[T]; 4]> {
 }
 
 fn forward_cpu<T: Real>(spec: PolicyLoss, inp: &Inputs) -> Result<LossForward> {
-    let [old, lp, adv, m] = slices::<T>(inp)?;
-    let (cols, n_rows) = (inp.batch.cols, inp.batch.rows);
-    let rows: Vec<RowSums> = parallel::install(|| {
-        (0..n_rows)
-            .into_par_iter()
-            .map(|i| {
-                let range = i * cols..(i + 1) * cols;
-                let (o, l, a, w) = (
-                    &old[range.clone()],
-                    &lp[range.clone()],
-                    &adv[range.clone()],
-                    &m[range],
-                );
-                let mut s = RowSums::default();
-                if spec.kind == PolicyKind::Gspo {
-                    s.seq = seq_log_ratio(o, l, w);
-                }
-                for t in 0..cols {
-                    let wt = w[t].to_f64();
-                    if wt == 0.0 {
-                        continue;
-                    }
-                    let tok = spec.token(o[t].to_f64(), l[t].to_f64(), a[t].to_f64(), s.seq);
-                    s.loss += tok.loss * wt;
-                    s.n += wt;
-                    s.clipped += f64::from(u8::from(tok.clipped)) * wt;
-                    s.lower += f64::from(u8::from(tok.lower)) * wt;
-                    s.neg_kl += tok.neg_kl * wt;
-                }
-                s
-            })
-            .collect()
-    })?;
+    let rows = match spec.kind.code() {
+        VANILLA => forward_rows::<T, VANILLA>(spec, inp)?,
+        GSPO => forward_rows::<T, GSPO>(spec, inp)?,
+        GPG => forward_rows::<T, GPG>(spec, inp)?,
+        _ => forward_rows::<T, CISPO>(spec, inp)?,
+    };
+    let cols = inp.batch.cols;
     let n: Vec<f64> = rows.iter().map(|s| s.n).collect();
     let coef = spec.agg.row_coefficients(&n, cols);
     let total_n: f64 = n.iter().sum::<f64>() + MASK_EPS;
@@ -452,6 +451,66 @@ fn forward_cpu<T: Real>(spec: PolicyLoss, inp: &Inputs) -> Result<LossForward> {
         clipfrac_lower: round_to(inp.batch.kind, lower / total_n),
         row_coef: Tensor::f_from_slice(&coef)?,
         row_seq: Tensor::f_from_slice(&seq)?,
+    })
+}
+
+/// Per-row sums of the forward pass for the policy loss of kind `K`.
+fn forward_rows<T: Real, const K: u8>(spec: PolicyLoss, inp: &Inputs) -> Result<Vec<RowSums>> {
+    let [old, lp, adv, m] = slices::<T>(inp)?;
+    let (cols, n_rows) = (inp.batch.cols, inp.batch.rows);
+    parallel::install(|| {
+        (0..n_rows)
+            .into_par_iter()
+            .map(|i| {
+                let range = i * cols..(i + 1) * cols;
+                let (o, l, a, w) = (
+                    &old[range.clone()],
+                    &lp[range.clone()],
+                    &adv[range.clone()],
+                    &m[range],
+                );
+                let mut s = RowSums::default();
+                if K == GSPO {
+                    s.seq = seq_log_ratio(o, l, w);
+                }
+                let seq = T::from_f64(s.seq);
+                let zero = T::from_f64(0.0);
+                // Two loops per chunk: a branch-free one that the compiler vectorises (the
+                // exponential dominates), then the f64 sums in token order.
+                let mut buf = [[zero; CHUNK_T]; 4];
+                for start in (0..cols).step_by(CHUNK_T) {
+                    let end = (start + CHUNK_T).min(cols);
+                    let len = end - start;
+                    let [bl, bc, bw, bk] = &mut buf;
+                    for (((((((o, l), a), w), bl), bc), bw), bk) in o[start..end]
+                        .iter()
+                        .zip(&l[start..end])
+                        .zip(&a[start..end])
+                        .zip(&w[start..end])
+                        .zip(&mut bl[..len])
+                        .zip(&mut bc[..len])
+                        .zip(&mut bw[..len])
+                        .zip(&mut bk[..len])
+                    {
+                        let tok = spec.token_k::<T, K>(*o, *l, *a, seq);
+                        // Selects, not branches: positions under mask 0 add exactly 0 (even NaN).
+                        let on = *w != zero;
+                        *bl = sel(on, tok.loss * *w, zero);
+                        *bc = sel(on & tok.clipped, *w, zero);
+                        *bw = sel(on & tok.lower, *w, zero);
+                        *bk = sel(on, tok.neg_kl * *w, zero);
+                    }
+                    for k in 0..len {
+                        s.loss += bl[k].to_f64();
+                        s.clipped += bc[k].to_f64();
+                        s.lower += bw[k].to_f64();
+                        s.neg_kl += bk[k].to_f64();
+                        s.n += w[start + k].to_f64();
+                    }
+                }
+                s
+            })
+            .collect()
     })
 }
 
@@ -512,23 +571,44 @@ fn backward_cpu<T: Real>(
     coef: &[f64],
     seq: &[f64],
 ) -> Result<Tensor> {
+    match spec.kind.code() {
+        VANILLA => backward_rows::<T, VANILLA>(spec, grad_out, inp, coef, seq),
+        GSPO => backward_rows::<T, GSPO>(spec, grad_out, inp, coef, seq),
+        GPG => backward_rows::<T, GPG>(spec, grad_out, inp, coef, seq),
+        _ => backward_rows::<T, CISPO>(spec, grad_out, inp, coef, seq),
+    }
+}
+
+fn backward_rows<T: Real, const K: u8>(
+    spec: PolicyLoss,
+    grad_out: f64,
+    inp: &Inputs,
+    coef: &[f64],
+    seq: &[f64],
+) -> Result<Tensor> {
     let [old, lp, adv, m] = slices::<T>(inp)?;
     let cols = inp.batch.cols;
     let mut out = tensor::empty_cpu::<T>(&[inp.batch.rows as i64, cols as i64])?;
     let o = tensor::cpu_slice_mut::<T>(&mut out, "grad")?;
     parallel::install(|| {
         o.par_chunks_mut(cols).enumerate().for_each(|(i, orow)| {
-            let base = i * cols;
-            let c = grad_out * coef[i];
-            for (t, ov) in orow.iter_mut().enumerate() {
-                let k = base + t;
-                let w = m[k].to_f64();
-                *ov = if w == 0.0 || c == 0.0 {
-                    T::from_f64(0.0)
-                } else {
-                    let tok = spec.token(old[k].to_f64(), lp[k].to_f64(), adv[k].to_f64(), seq[i]);
-                    T::from_f64(c * w * tok.grad)
-                };
+            let range = i * cols..(i + 1) * cols;
+            let (ol, l, a, w) = (
+                &old[range.clone()],
+                &lp[range.clone()],
+                &adv[range.clone()],
+                &m[range],
+            );
+            let zero = T::from_f64(0.0);
+            let cw = grad_out * coef[i];
+            let (c, s) = (T::from_f64(cw), T::from_f64(seq[i]));
+            if cw == 0.0 {
+                orow.fill(zero);
+                return;
+            }
+            for ((((out, o), l), a), w) in orow.iter_mut().zip(ol).zip(l).zip(a).zip(w) {
+                let g = spec.token_k::<T, K>(*o, *l, *a, s).grad;
+                *out = sel(*w != zero, c * *w * g, zero);
             }
         })
     })?;
@@ -746,13 +826,13 @@ mod tests {
     fn vanilla_token_hand_worked() {
         let spec = PolicyLoss::new(PolicyKind::Vanilla, 0.2, 0.2, 3.0, AggMode::TokenMean).unwrap();
         // r = e^0.5 = 1.6487 > 1.2, A = 1: L1 = -1.6487, L2 = -1.2 -> loss -1.2, no gradient.
-        let t = spec.token(0.0, 0.5, 1.0, 0.0);
+        let t = spec.token(0.0f64, 0.5, 1.0, 0.0);
         assert!((t.loss + 1.2).abs() < 1e-12 && t.grad == 0.0 && t.clipped);
         // A = -1, r = e^2 = 7.39: L1 = 7.39 > L2 = 1.2; dual clip min(3, 7.39) = 3.
-        let t = spec.token(0.0, 2.0, -1.0, 0.0);
+        let t = spec.token(0.0f64, 2.0, -1.0, 0.0);
         assert!((t.loss - 3.0).abs() < 1e-12 && t.grad == 0.0 && t.lower);
         // Inside the clip range both branches tie: the gradient is -A r.
-        let t = spec.token(0.0, 0.1, 2.0, 0.0);
+        let t = spec.token(0.0f64, 0.1, 2.0, 0.0);
         assert!((t.grad + 2.0 * 0.1f64.exp()).abs() < 1e-12 && !t.clipped);
     }
 

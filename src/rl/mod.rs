@@ -19,30 +19,119 @@ use tch::{Device, Kind, Tensor};
 use crate::error::{Error, Result};
 use crate::tensor::{self, kind_name};
 
-/// Element types the CPU kernels run on.
-pub trait Real: tch::kind::Element + Copy + Send + Sync + 'static {
+/// Element types the CPU kernels run on: arithmetic in the storage type, as torch computes.
+pub trait Real:
+    tch::kind::Element
+    + Copy
+    + Send
+    + Sync
+    + 'static
+    + PartialOrd
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+    + std::ops::Neg<Output = Self>
+{
+    const ONE: Self;
     /// Widens to f64 for reductions.
     fn to_f64(self) -> f64;
     /// Narrows from f64 (round to nearest).
     fn from_f64(v: f64) -> Self;
+    /// `exp(x)` for `|x| <= 80` (callers clamp first); NaN stays NaN. Branch-free for f32, so
+    /// loops over it vectorise.
+    fn exp_bounded(self) -> Self;
+    /// torch's `clamp`: NaN stays NaN.
+    fn clamp_to(self, lo: Self, hi: Self) -> Self;
+    fn abs(self) -> Self;
+    fn is_nan(self) -> bool;
 }
 
 impl Real for f32 {
+    const ONE: Self = 1.0;
     fn to_f64(self) -> f64 {
         f64::from(self)
     }
     fn from_f64(v: f64) -> Self {
         v as f32
     }
+    #[inline(always)]
+    fn exp_bounded(self) -> Self {
+        exp_f32(self)
+    }
+    #[inline(always)]
+    fn clamp_to(self, lo: Self, hi: Self) -> Self {
+        // Written as selects (not f32::clamp) so that it vectorises; NaN fails both tests.
+        let x = if self < lo { lo } else { self };
+        if x > hi {
+            hi
+        } else {
+            x
+        }
+    }
+    #[inline(always)]
+    fn abs(self) -> Self {
+        f32::abs(self)
+    }
+    #[inline(always)]
+    fn is_nan(self) -> bool {
+        f32::is_nan(self)
+    }
 }
 
 impl Real for f64 {
+    const ONE: Self = 1.0;
     fn to_f64(self) -> f64 {
         self
     }
     fn from_f64(v: f64) -> Self {
         v
     }
+    #[inline(always)]
+    fn exp_bounded(self) -> Self {
+        self.exp()
+    }
+    #[inline(always)]
+    fn clamp_to(self, lo: Self, hi: Self) -> Self {
+        let x = if self < lo { lo } else { self };
+        if x > hi {
+            hi
+        } else {
+            x
+        }
+    }
+    #[inline(always)]
+    fn abs(self) -> Self {
+        f64::abs(self)
+    }
+    #[inline(always)]
+    fn is_nan(self) -> bool {
+        f64::is_nan(self)
+    }
+}
+
+/// `exp(x)` in f32 for `|x| <= 80`: `x = n ln2 + r` with `|r| <= ln2 / 2` (n rounded with the
+/// 1.5 * 2^23 trick, which SSE2 vectorises), a degree-7 Taylor polynomial for `e^r` (relative
+/// error below 1e-7, about 1 ulp) and `2^n` built in the exponent bits.
+#[inline(always)]
+pub(crate) fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const SHIFT: f32 = 12_582_912.0; // 1.5 * 2^23
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let t = x * LOG2E + SHIFT;
+    let n = t - SHIFT;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    // The low bits of t hold n (two's complement); 2^n has exponent field n + 127.
+    let k = (t.to_bits() as i32).wrapping_sub(SHIFT.to_bits() as i32);
+    let scale = f32::from_bits((k.wrapping_add(127) as u32) << 23);
+    p * scale
 }
 
 /// A `[B, T]` float batch validated and converted for computation.
@@ -124,12 +213,12 @@ pub fn dense_groups(ids: &[i64]) -> (Vec<usize>, usize) {
 /// Chunk length of elementwise CPU kernels (results never depend on it).
 const CHUNK: usize = 1 << 14;
 
-/// Elementwise CPU kernel: `out[k] = f(a[k], b[k])` computed in f64 and stored as `T`.
+/// Elementwise CPU kernel: `out[k] = f(a[k], b[k])`.
 pub(crate) fn map2_cpu<T: Real>(
     a: &[T],
     b: &[T],
     shape: &[i64],
-    f: impl Fn(f64, f64) -> f64 + Sync,
+    f: impl Fn(T, T) -> T + Sync,
 ) -> Result<Tensor> {
     let mut out = tensor::empty_cpu::<T>(shape)?;
     let o = tensor::cpu_slice_mut::<T>(&mut out, "out")?;
@@ -140,7 +229,7 @@ pub(crate) fn map2_cpu<T: Real>(
             .zip(b.par_chunks(CHUNK))
             .for_each(|((oc, ac), bc)| {
                 for ((ov, &av), &bv) in oc.iter_mut().zip(ac).zip(bc) {
-                    *ov = T::from_f64(f(av.to_f64(), bv.to_f64()));
+                    *ov = f(av, bv);
                 }
             })
     })?;
@@ -153,7 +242,7 @@ pub(crate) fn map3_cpu<T: Real>(
     b: &[T],
     c: &[T],
     shape: &[i64],
-    f: impl Fn(f64, f64, f64) -> f64 + Sync,
+    f: impl Fn(T, T, T) -> T + Sync,
 ) -> Result<Tensor> {
     let mut out = tensor::empty_cpu::<T>(shape)?;
     let o = tensor::cpu_slice_mut::<T>(&mut out, "out")?;
@@ -164,7 +253,7 @@ pub(crate) fn map3_cpu<T: Real>(
             .zip(b.par_chunks(CHUNK).zip(c.par_chunks(CHUNK)))
             .for_each(|((oc, ac), (bc, cc))| {
                 for (((ov, &av), &bv), &cv) in oc.iter_mut().zip(ac).zip(bc).zip(cc) {
-                    *ov = T::from_f64(f(av.to_f64(), bv.to_f64(), cv.to_f64()));
+                    *ov = f(av, bv, cv);
                 }
             })
     })?;
@@ -210,5 +299,25 @@ pub(crate) fn round_to(kind: Kind, x: f64) -> f64 {
         x
     } else {
         f64::from(x as f32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_f32_is_within_two_ulp_of_libm() {
+        let mut worst = 0.0f64;
+        let mut x = -80.0f32;
+        while x <= 80.0 {
+            let want = f64::from(x).exp();
+            let got = f64::from(exp_f32(x));
+            worst = worst.max(((got - want) / want).abs());
+            x += 0.000_37;
+        }
+        assert!(worst < 2.5e-7, "worst relative error {worst}");
+        assert!(exp_f32(f32::NAN).is_nan());
+        assert_eq!(exp_f32(0.0), 1.0);
     }
 }
