@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -161,7 +160,7 @@ def test_grpo_passk_hand_worked(tensor_path: str) -> None:
     std_a = torch.tensor([1.0, 0.0, 0.5]).std().item()
     close(adv.flatten(), torch.tensor([0.5 / (std_a + 1e-6), 0.0, 0.0, 0.0, 0.0]))
     assert torch.equal(adv, ret)
-    with pytest.raises(ArgumentError, match="group_ids.*at least 2"):
+    with pytest.raises(ArgumentError, match=r"group_ids.*at least 2"):
         rl.grpo_passk(r, torch.ones(5, 1), [0, 0, 0, 0, 1])
 
 
@@ -361,21 +360,21 @@ def test_no_grad_outputs_have_no_history() -> None:
 
 def test_bad_inputs() -> None:
     b = loss_batch()
-    with pytest.raises(ArgumentError, match="kind.*'low_var_kl'.*'\\+' suffix"):
+    with pytest.raises(ArgumentError, match=r"kind.*'low_var_kl'.*'\+' suffix"):
         rl.kl_penalty(b["lp"], b["old"], "k4")  # type: ignore[arg-type]
-    with pytest.raises(ArgumentError, match="kind.*'vanilla', 'gspo', 'gpg', 'cispo'"):
+    with pytest.raises(ArgumentError, match=r"kind.*'vanilla', 'gspo', 'gpg', 'cispo'"):
         rl.policy_loss("ppo", b["old"], b["lp"], b["adv"], b["mask"])  # type: ignore[arg-type]
-    with pytest.raises(ArgumentError, match="agg.*'token-mean'.*'seq-mean-token-sum-norm'"):
+    with pytest.raises(ArgumentError, match=r"agg.*'token-mean'.*'seq-mean-token-sum-norm'"):
         rl.agg_loss(b["lp"], b["mask"], "mean")  # type: ignore[arg-type]
     with pytest.raises(ShapeError, match=r"ref_log_prob.*\[9, 13\].*\[9, 12\]"):
         rl.kl_penalty(b["lp"], b["old"][:, :12], "kl")
     with pytest.raises(ShapeError, match=r"advantages.*\[9, 13\].*\[13, 9\]"):
         rl.policy_loss("vanilla", b["old"], b["lp"], b["adv"].T, b["mask"])
-    with pytest.raises(DtypeError, match="log_prob.*floating"):
+    with pytest.raises(DtypeError, match=r"log_prob.*floating"):
         rl.kl_penalty(b["lp"].long(), b["old"], "kl")
-    with pytest.raises(DtypeError, match="old_log_prob.*floating"):
+    with pytest.raises(DtypeError, match=r"old_log_prob.*floating"):
         rl.policy_loss("vanilla", b["old"].long(), b["lp"], b["adv"], b["mask"])
-    with pytest.raises(ArgumentError, match="clip_ratio_c.*> 1"):
+    with pytest.raises(ArgumentError, match=r"clip_ratio_c.*> 1"):
         rl.policy_loss("vanilla", b["old"], b["lp"], b["adv"], b["mask"], clip_ratio_c=0.5)
     with pytest.raises(ArgumentError, match="clip_ratio_low"):
         rl.policy_loss("vanilla", b["old"], b["lp"], b["adv"], b["mask"], clip_ratio_low=-1.0)
@@ -385,11 +384,11 @@ def test_bad_inputs() -> None:
         rl.policy_loss("vanilla", *(torch.zeros(0, 4) for _ in range(4)))
     with pytest.raises(ShapeError, match="non-empty"):
         rl.policy_loss("gpg", *(torch.zeros(3, 0) for _ in range(4)))
-    with pytest.raises(ShapeError, match="logits.*V >= 1"):
+    with pytest.raises(ShapeError, match=r"logits.*V >= 1"):
         rl.entropy_from_logits(torch.zeros(3, 0))
-    with pytest.raises(ArgumentError, match="beta.*finite"):
+    with pytest.raises(ArgumentError, match=r"beta.*finite"):
         rl.apply_kl_penalty(b["adv"], b["old"], b["lp"], b["mask"], "kl", float("nan"))
     with pytest.raises(ArgumentError, match="horizon"):
         rl.AdaptiveKLController(0.1, 0.1, 0)
-    with pytest.raises(r1kit.errors.ArgumentTypeError, match="log_prob.*torch.Tensor"):
+    with pytest.raises(r1kit.errors.ArgumentTypeError, match=r"log_prob.*torch.Tensor"):
         rl.kl_penalty([1.0], b["old"], "kl")  # type: ignore[arg-type]

@@ -7,16 +7,26 @@ import torch
 
 __all__ = [
     "NoiseSchedule",
+    "_resolve_path",
     "_roundtrip",
     "_tensor_info",
+    "agg_loss",
+    "agg_loss_backward",
+    "apply_kl_penalty",
+    "entropy_from_logits",
     "gae",
     "get_num_threads",
     "grpo",
+    "grpo_passk",
     "hash_key",
+    "kl_penalty",
+    "kl_penalty_backward",
     "masked_mean",
     "masked_var",
     "masked_whiten",
     "outcome",
+    "policy_loss",
+    "policy_loss_backward",
     "reinforce_plus_plus",
     "remax",
     "rloo",
@@ -124,3 +134,70 @@ def remax(
     reward_baselines: torch.Tensor,
     path: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]: ...
+def _resolve_path(tensor: torch.Tensor, path: str | None = None) -> str: ...
+def grpo_passk(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    group_ids: torch.Tensor,
+    norm_by_std: bool,
+    epsilon: float,
+    path: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+def kl_penalty(
+    log_prob: torch.Tensor, ref_log_prob: torch.Tensor, kind: str, path: str | None = None
+) -> torch.Tensor: ...
+def kl_penalty_backward(
+    grad_output: torch.Tensor,
+    log_prob: torch.Tensor,
+    ref_log_prob: torch.Tensor,
+    kind: str,
+    path: str | None = None,
+) -> torch.Tensor: ...
+def apply_kl_penalty(
+    token_level_scores: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    ref_log_prob: torch.Tensor,
+    response_mask: torch.Tensor,
+    kind: str,
+    beta: float,
+    path: str | None = None,
+) -> tuple[torch.Tensor, float]: ...
+def policy_loss(
+    kind: str,
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    clip_ratio_low: float,
+    clip_ratio_high: float,
+    clip_ratio_c: float,
+    agg: str,
+    loss_scale_factor: float | None = None,
+    path: str | None = None,
+) -> tuple[torch.Tensor, tuple[float, float, float], torch.Tensor, torch.Tensor]: ...
+def policy_loss_backward(
+    kind: str,
+    grad_output: float,
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    clip_ratio_low: float,
+    clip_ratio_high: float,
+    clip_ratio_c: float,
+    agg: str,
+    loss_scale_factor: float | None,
+    row_coef: torch.Tensor,
+    row_seq: torch.Tensor,
+) -> torch.Tensor: ...
+def agg_loss(
+    loss_mat: torch.Tensor,
+    loss_mask: torch.Tensor,
+    mode: str,
+    loss_scale_factor: float | None = None,
+    path: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+def agg_loss_backward(
+    grad_output: float, loss_mat: torch.Tensor, loss_mask: torch.Tensor, row_coef: torch.Tensor
+) -> torch.Tensor: ...
+def entropy_from_logits(logits: torch.Tensor, path: str | None = None) -> torch.Tensor: ...

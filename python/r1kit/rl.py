@@ -382,7 +382,7 @@ class _KLPenalty(torch.autograd.Function):
     """Rust forward and backward kernels for the CPU path of :func:`kl_penalty`."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any, log_prob: torch.Tensor, ref_log_prob: torch.Tensor, kind: str
     ) -> torch.Tensor:
         ctx.save_for_backward(log_prob, ref_log_prob)
@@ -425,7 +425,7 @@ def kl_penalty(
         tensor([0.3679, 0.0000])
     """
     if _requires_grad(log_prob, ref_log_prob) and _core._resolve_path(log_prob, path) == "cpu":
-        out: torch.Tensor = _KLPenalty.apply(log_prob, ref_log_prob, kind)
+        out: torch.Tensor = _KLPenalty.apply(log_prob, ref_log_prob, kind)  # type: ignore[no-untyped-call]
         return out
     return _core.kl_penalty(log_prob, ref_log_prob, kind, path)
 
@@ -546,7 +546,7 @@ class _PolicyLoss(torch.autograd.Function):
     """Rust forward and backward kernels for the CPU path of :func:`policy_loss`."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         log_prob: torch.Tensor,
         old_log_prob: torch.Tensor,
@@ -630,7 +630,7 @@ def policy_loss(
     fused = not _requires_grad(old_log_prob, advantages, response_mask)
     if fused and _requires_grad(log_prob) and _core._resolve_path(log_prob, path) == "cpu":
         holder = _Holder()
-        loss: torch.Tensor = _PolicyLoss.apply(
+        loss: torch.Tensor = _PolicyLoss.apply(  # type: ignore[no-untyped-call]
             log_prob, old_log_prob, advantages, response_mask, params, holder
         )
         metrics = holder.metrics
@@ -649,7 +649,7 @@ class _AggLoss(torch.autograd.Function):
     """Rust forward and backward kernels for the CPU path of :func:`agg_loss`."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         loss_mat: torch.Tensor,
         loss_mask: torch.Tensor,
@@ -700,7 +700,9 @@ def agg_loss(
         and not _requires_grad(loss_mask)
         and _core._resolve_path(loss_mat, path) == "cpu"
     ):
-        out: torch.Tensor = _AggLoss.apply(loss_mat, loss_mask, mode, loss_scale_factor)
+        out: torch.Tensor = _AggLoss.apply(  # type: ignore[no-untyped-call]
+            loss_mat, loss_mask, mode, loss_scale_factor
+        )
         return out
     if _requires_grad(loss_mask):
         path = "device"
@@ -709,9 +711,7 @@ def agg_loss(
     return result
 
 
-def entropy_from_logits(
-    logits: torch.Tensor, *, path: TensorPath | None = None
-) -> torch.Tensor:
+def entropy_from_logits(logits: torch.Tensor, *, path: TensorPath | None = None) -> torch.Tensor:
     """Entropy of ``softmax(logits)`` over the last dimension: ``logsumexp(l) - sum(p * l)``.
 
     Differentiable (recorded by autograd). Classes with probability 0 (logits of ``-inf``)
