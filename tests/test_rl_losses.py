@@ -255,6 +255,55 @@ def test_policy_loss_matches_verl(kind: str, agg: str, tensor_path: str) -> None
 
 
 @needs_verl
+@pytest.mark.parametrize("kind", ["vanilla", "gpg", "cispo"])
+def test_nan_under_the_mask_matches_verl(kind: str, tensor_path: str) -> None:
+    """NaN log-probs under mask 0: verl's token-mean drops them (masked_sum), and so does r1kit
+    (values and gradients). Where verl multiplies by the mask instead (the seq-mean aggregations,
+    GSPO's sequence ratio) NaN leaks into verl's loss; r1kit's stays finite, on purpose."""
+    base = loss_batch(seed=12)
+    lp = base["lp"].clone()
+    lp[base["mask"] == 0] = float("nan")
+    verl_lp, mine_lp = lp.clone().requires_grad_(True), lp.clone().requires_grad_(True)
+    want, _ = verl_policy_loss(kind, dict(base, lp=verl_lp), "token-mean", verl_config())
+    mine, _ = rl.policy_loss(
+        kind,  # type: ignore[arg-type]
+        base["old"], mine_lp, base["adv"], base["mask"], 0.2, 0.28, 3.0, "token-mean",
+    )  # fmt: skip
+    assert math.isfinite(mine.item())
+    close(mine, want)
+    grad, verl_grad = torch.autograd.grad(mine, mine_lp)[0], torch.autograd.grad(want, verl_lp)[0]
+    on = base["mask"] != 0
+    close(grad[on], verl_grad[on])
+    # Masked positions get exactly 0 (verl's CISPO gives 0 * NaN = NaN there).
+    assert torch.equal(grad[~on], torch.zeros_like(grad[~on]))
+    verl_seq, _ = verl_policy_loss(kind, dict(base, lp=lp), "seq-mean-token-mean", verl_config())
+    mine_seq, _ = rl.policy_loss(kind, base["old"], lp, base["adv"], base["mask"],  # type: ignore[arg-type]
+                                 agg="seq-mean-token-mean")  # fmt: skip
+    assert math.isnan(verl_seq.item()) and math.isfinite(mine_seq.item())
+    gspo, _ = rl.policy_loss("gspo", base["old"], lp, base["adv"], base["mask"])
+    assert math.isfinite(gspo.item())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_tensors_on_different_devices() -> None:  # pragma: no cover - no GPU in CI
+    b = loss_batch()
+    with pytest.raises(r1kit.errors.DeviceError, match="ref_log_prob"):
+        rl.kl_penalty(b["lp"].cuda(), b["old"], "kl")
+    with pytest.raises(r1kit.errors.DeviceError, match="advantages"):
+        rl.policy_loss("vanilla", b["old"].cuda(), b["lp"].cuda(), b["adv"], b["mask"].cuda())
+    cuda = {k: v.cuda() for k, v in b.items()}
+    lp = cuda["lp"].clone().requires_grad_(True)
+    loss, _ = rl.policy_loss("vanilla", cuda["old"], lp, cuda["adv"], cuda["mask"])
+    loss.backward()
+    cpu_lp = b["lp"].clone().requires_grad_(True)
+    want, _ = rl.policy_loss("vanilla", b["old"], cpu_lp, b["adv"], b["mask"])
+    want.backward()
+    assert lp.grad is not None and cpu_lp.grad is not None
+    close(loss.cpu(), want)
+    close(lp.grad.cpu(), cpu_lp.grad)
+
+
+@needs_verl
 def test_policy_loss_bf16_and_float64() -> None:
     base = loss_batch(seed=6)
     for dtype in (torch.float64, torch.bfloat16):
