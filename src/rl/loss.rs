@@ -625,9 +625,13 @@ fn policy_loss_device(
     batch: &Batch,
 ) -> Result<LossForward> {
     let k = batch.kind;
-    let (old, lp, adv) = (old.f_to_kind(k)?, lp.f_to_kind(k)?, adv.f_to_kind(k)?);
     let m = mask.f_to_kind(k)?;
     let keep = m.f_ne(0.0)?;
+    // Masked positions are set to 0 before any arithmetic (`where` passes them no gradient), so
+    // NaN or inf there reaches neither the loss nor the gradient, as on the CPU path.
+    let clean =
+        |t: &Tensor| -> Result<Tensor> { Ok(t.f_to_kind(k)?.f_where_scalarother(&keep, 0.0)?) };
+    let (old, lp, adv) = (clean(old)?, clean(lp)?, clean(adv)?);
     let mmean = |x: &Tensor| -> Result<f64> {
         let s = x
             .f_to_kind(Kind::Double)?
