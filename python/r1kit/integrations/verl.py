@@ -236,7 +236,7 @@ def _policy_loss(kind: str) -> Callable[..., tuple[torch.Tensor, dict[str, Any]]
             # Per-token importance weights are outside r1kit's fused kernels: verl's own loss.
             from verl.trainer.ppo import core_algos
 
-            fn = core_algos.get_policy_loss_fn(kind)
+            fn = core_algos.get_policy_loss_fn(kind)  # type: ignore[no-untyped-call]
             out: tuple[torch.Tensor, dict[str, Any]] = fn(
                 old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config,
                 rollout_is_weights,
@@ -280,7 +280,7 @@ def register() -> None:
         if core_algos.ADV_ESTIMATOR_REGISTRY.get(name) is not fn:
             core_algos.register_adv_est(name)(fn)
     for name, loss in POLICY_LOSSES.items():
-        core_algos.register_policy_loss(name)(loss)  # type: ignore[arg-type]
+        core_algos.register_policy_loss(name)(loss)
 
 
 def _gae_return(
