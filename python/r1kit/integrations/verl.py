@@ -29,7 +29,14 @@ import torch
 from r1kit import rl
 from r1kit.errors import ArgumentError
 
-__all__ = ["ESTIMATORS", "POLICY_LOSSES", "patch_core_algos", "register"]
+__all__ = [
+    "ESTIMATORS",
+    "POLICY_LOSSES",
+    "compute_score",
+    "compute_score_batch",
+    "patch_core_algos",
+    "register",
+]
 
 
 def _cfg(config: Any, key: str, default: Any) -> Any:
@@ -317,3 +324,147 @@ def patch_core_algos() -> None:
 
     core_algos.compute_gae_advantage_return = _gae_return
     core_algos.compute_grpo_outcome_advantage = _grpo_outcome
+
+
+# --- reward scoring ----------------------------------------------------------------------------
+
+_QA_SOURCES = ("nq", "triviaqa", "popqa", "hotpotqa", "2wiki", "musique", "bamboogle", "searchr1",
+               "zerosearch", "squad", "webq", "qa")  # fmt: skip
+_MATH_SOURCES = ("gsm8k", "math", "aime", "amc", "deepscaler", "olympiad", "minerva", "numina",
+                 "parallel", "dapo")  # fmt: skip
+_TASKS = ("qa", "math", "parallel_r1")
+
+
+def _task(data_source: str, extra_info: dict[str, Any]) -> str:
+    task = extra_info.get("r1kit_task")
+    if task is not None:
+        if task not in _TASKS:
+            raise ArgumentError(f"`extra_info['r1kit_task']`: expected one of {_TASKS}, got {task!r}")
+        return str(task)
+    source = str(data_source).lower()
+    if any(k in source for k in _MATH_SOURCES):
+        return "math"
+    if any(k in source for k in _QA_SOURCES):
+        return "qa"
+    raise ArgumentError(
+        f"`data_source`: no r1kit task for {data_source!r}; set extra_info['r1kit_task'] to one "
+        f"of {_TASKS}"
+    )
+
+
+def _golds(ground_truth: Any) -> str | list[str]:
+    """verl's ground truth: a str, a list, or Search-R1's ``{"target": [...]}``."""
+    if isinstance(ground_truth, dict):
+        ground_truth = ground_truth.get("target", ground_truth.get("answer"))
+    if isinstance(ground_truth, str):
+        return ground_truth
+    try:
+        return [str(g) for g in ground_truth]
+    except TypeError:
+        raise ArgumentError(
+            "`ground_truth`: expected a str, a list of str or {'target': [...]}, got "
+            f"{type(ground_truth).__name__}"
+        ) from None
+
+
+def _step(extra_info: dict[str, Any]) -> int:
+    for key in ("step", "global_step", "training_step"):
+        if extra_info.get(key) is not None:
+            return int(extra_info[key])
+    raise ArgumentError(
+        "`extra_info`: the Parallel-R1 recipes need the training step in extra_info['step']"
+    )
+
+
+def compute_score_batch(
+    data_sources: list[Any],
+    solution_strs: list[str],
+    ground_truths: list[Any],
+    extra_infos: list[dict[str, Any] | None] | None = None,
+    **kwargs: Any,
+) -> list[dict[str, Any]]:
+    """:func:`compute_score` for a whole batch (verl's ``batch`` reward manager calls this): each
+    task's rows are scored in one Rust call."""
+    from r1kit import rewards
+
+    n = len(solution_strs)
+    infos: list[dict[str, Any]] = [dict(e or {}) for e in (extra_infos or [None] * n)]
+    if not (len(data_sources) == len(ground_truths) == len(infos) == n):
+        raise ArgumentError(
+            "`solution_strs`: expected as many data_sources, ground_truths and extra_infos as "
+            f"solutions ({n}), got {len(data_sources)}, {len(ground_truths)}, {len(infos)}"
+        )
+    tasks = [_task(d, e) for d, e in zip(data_sources, infos, strict=True)]
+    golds = [_golds(g) for g in ground_truths]
+    out: list[dict[str, Any]] = [{} for _ in range(n)]
+    for task in _TASKS:
+        rows = [i for i, t in enumerate(tasks) if t == task]
+        if not rows:
+            continue
+        texts = [solution_strs[i] for i in rows]
+        gold = [golds[i] for i in rows]
+        if task == "qa":
+            f1 = rewards.qa_scores(texts, gold, "f1").tolist()
+            em = rewards.qa_scores(texts, gold, "em").tolist()
+            answers = rewards.extract_answer(texts)
+            for i, a, b, ans in zip(rows, f1, em, answers, strict=True):
+                out[i] = {"score": a, "f1": a, "em": b, "pred": ans or ""}
+        elif task == "math":
+            acc = rewards.math_scores(texts, gold).tolist()
+            preds = rewards.extract_math_answer(texts)
+            for i, a, pred in zip(rows, acc, preds, strict=True):
+                out[i] = {"score": a, "acc": a == 1.0, "pred": pred or ""}
+        else:
+            for i in rows:  # the step (and so the recipe's phase) can differ per row
+                info = infos[i]
+                reward = rewards.ParallelR1Reward(
+                    info.get("r1kit_recipe", "alternating"),
+                    int(info.get("r1kit_window", 10)),
+                    int(info.get("r1kit_acc_steps", 8)),
+                    float(info.get("r1kit_bonus", 1.2)),
+                )
+                value = reward([solution_strs[i]], [golds[i]], _step(info)).item()
+                fmt = rewards.parallel_format([solution_strs[i]])
+                acc = rewards.math_scores([solution_strs[i]], [golds[i]]).item()
+                out[i] = {
+                    "score": value,
+                    "acc": acc == 1.0,
+                    "parallel": bool(fmt.uses_parallel[0]),
+                    "format_valid": bool(fmt.valid[0]),
+                }
+    return out
+
+
+def compute_score(
+    data_source: Any,
+    solution_str: str,
+    ground_truth: Any,
+    extra_info: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """verl's ``custom_reward_function`` interface, backed by :mod:`r1kit.rewards`.
+
+    The task comes from ``extra_info["r1kit_task"]`` (``"qa"``, ``"math"``, ``"parallel_r1"``) or
+    is recognised from ``data_source`` (nq, hotpotqa, ... give QA F1; gsm8k, math, aime, ... give
+    math accuracy). Parallel-R1 reads the step from ``extra_info["step"]`` and the recipe from
+    ``extra_info["r1kit_recipe"]`` (default ``"alternating"``).
+
+    verl decodes responses with ``skip_special_tokens=True``: if the ``<Parallel>`` tags are
+    special tokens they are gone from ``solution_str``. Either add them as ordinary (non-special)
+    added tokens, or put the response token ids in ``extra_info`` and score them with
+    :func:`r1kit.rewards.parallel_format` (``ids=``).
+
+    Returns:
+        ``{"score": float, ...}`` with ``f1``/``em``/``pred`` (QA), ``acc``/``pred`` (math) or
+        ``acc``/``parallel``/``format_valid`` (Parallel-R1).
+
+    Config (verl 0.9.1)::
+
+        custom_reward_function.path=<site-packages>/r1kit/integrations/verl.py
+        custom_reward_function.name=compute_score
+
+    Example:
+        >>> compute_score("nq", "<answer>Paris</answer>", {"target": ["Paris"]})["score"]
+        1.0
+    """
+    return compute_score_batch([data_source], [solution_str], [ground_truth], [extra_info])[0]
