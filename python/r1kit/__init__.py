@@ -20,6 +20,7 @@ import torch  # noqa: F401  # isort: skip
 from importlib.metadata import PackageNotFoundError, version
 
 from r1kit import _core, rl
+from r1kit.structure import ParallelLayout, ParallelTags, parse_parallel
 from r1kit.curriculum import NoiseSchedule
 from r1kit.errors import (
     ArgumentError,
@@ -73,12 +74,15 @@ __all__ = [
     "DeviceError",
     "DtypeError",
     "NoiseSchedule",
+    "ParallelLayout",
+    "ParallelTags",
     "R1KitError",
     "ShapeError",
     "StructureError",
     "TorchError",
     "__version__",
     "get_num_threads",
+    "parse_parallel",
     "rl",
     "set_num_threads",
 ]

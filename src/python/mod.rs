@@ -5,6 +5,7 @@ mod args;
 mod errors;
 mod rl;
 mod schedule;
+mod structure;
 mod tensor;
 
 use pyo3::prelude::*;
@@ -43,5 +44,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(rl::rloo, m)?)?;
     m.add_function(wrap_pyfunction!(rl::outcome, m)?)?;
     m.add_function(wrap_pyfunction!(rl::remax, m)?)?;
+    structure::register(m)?;
     Ok(())
 }

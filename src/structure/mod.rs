@@ -37,6 +37,8 @@
 //! before the fallback point (the spec's "treated as plain causal text"); `status` still names the
 //! error, so `row.is_ok()` is the validity check for a format reward.
 
+pub mod batch;
+pub mod mask;
 pub mod parse;
 pub mod tags;
 
@@ -44,7 +46,7 @@ pub use parse::{
     parse_row, parse_row_into, Block, PathNode, PathSpan, RowParse, Status, StatusKind,
     SummarySpan, TokenArrays, TokenSlices, MAX_DEPTH,
 };
-pub use tags::{ParallelTags, Tag};
+pub use tags::{ParallelTags, Tag, TAG_NAMES};
 
 #[cfg(test)]
 mod parse_tests;
