@@ -325,7 +325,9 @@ class ParallelLayout:
             seq_lengths=(n, n),
         )
 
-    def mask_mod(self) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    def mask_mod(
+        self,
+    ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
         """The layout's rule as a FlexAttention ``mask_mod(b, h, q_idx, kv_idx)``.
 
         It indexes per-token tensors with tuples (``t[b, q]``), which CPU flex needs.
@@ -352,7 +354,9 @@ class ParallelLayout:
             >>> s = layout.stats()[0]; (s.n_blocks, s.paths_per_block, s.tokens_in_paths, s.block_start_fraction)
             (1, [2], 4, [0.25])
         """
-        return [RowStats(**{k: v for k, v in d.items() if k != "index"}) for d in self._core.stats()]
+        return [
+            RowStats(**{k: v for k, v in d.items() if k != "index"}) for d in self._core.stats()
+        ]
 
     def blocks(self, row: int) -> list[dict[str, Any]]:
         """Row ``row``'s blocks as token-index spans.
