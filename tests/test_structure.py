@@ -13,11 +13,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from structure_reference import MAX_DEPTH, TAG_IDS, A, AE, P, PE, S, SE, reference
 from torch.nn.attention.flex_attention import create_block_mask
 
 import r1kit
 from r1kit.structure import ParallelLayout
+from structure_reference import AE, MAX_DEPTH, PE, SE, TAG_IDS, A, P, S, reference
 
 TAGS = r1kit.ParallelTags(P, PE, A, AE, S, SE)
 WORDS = {"P": P, "p": PE, "A": A, "a": AE, "S": S, "s": SE, "_": 0}

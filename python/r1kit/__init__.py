@@ -20,7 +20,6 @@ import torch  # noqa: F401  # isort: skip
 from importlib.metadata import PackageNotFoundError, version
 
 from r1kit import _core, rl
-from r1kit.structure import ParallelLayout, ParallelTags, parse_parallel
 from r1kit.curriculum import NoiseSchedule
 from r1kit.errors import (
     ArgumentError,
@@ -32,6 +31,7 @@ from r1kit.errors import (
     StructureError,
     TorchError,
 )
+from r1kit.structure import ParallelLayout, ParallelTags, parse_parallel
 
 try:
     __version__ = version("r1kit")

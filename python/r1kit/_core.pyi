@@ -126,6 +126,8 @@ def remax(
 ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 # --- structure ---
+__all__ += ["ParallelLayoutCore", "check_parallel_tags", "parse_parallel"]
+
 def check_parallel_tags(tags: tuple[int, int, int, int, int, int]) -> None: ...
 def parse_parallel(
     input_ids: torch.Tensor,
@@ -136,6 +138,7 @@ def parse_parallel(
     structured: bool = True,
     path: str | None = None,
 ) -> tuple[ParallelLayoutCore, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
 @final
 class ParallelLayoutCore:
     @property

@@ -15,7 +15,7 @@ Example:
     >>> layout.position_ids
     tensor([[0, 1, 2, 3, 4, 2, 3, 4, 5, 6, 7]])
     >>> layout.status
-    [RowStatus(kind='ok', index=None)]
+    [RowStatus(kind='ok', at=None)]
     >>> layout.attention_mask()[0, 0, 5, 2:5]  # path 2 does not see path 1
     tensor([False, False, False])
 """
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast
 
 import torch
 
@@ -176,13 +176,13 @@ class RowStatus(NamedTuple):
     """A row's parse status.
 
     ``kind`` is ``ok``, ``truncated`` or a structural error (``stray_close``,
-    ``path_outside_block``, ``summary_in_path``, ``too_deep``, ``single_path``); ``index`` is the
+    ``path_outside_block``, ``summary_in_path``, ``too_deep``, ``single_path``); ``at`` is the
     token index where it was found (for ``truncated``: one past the last real token; ``None`` for
     ``ok``).
     """
 
     kind: str
-    index: int | None
+    at: int | None
 
 
 @dataclass(frozen=True)
@@ -277,7 +277,8 @@ class ParallelLayout:
                 ``kind`` / ``dtype`` is unknown.
 
         Example:
-            >>> layout = r1kit.parse_parallel(torch.tensor([1, 3, 9, 3, 9, 2]), r1kit.ParallelTags(1, 2, 3, 4, 5, 6))
+            >>> tags = r1kit.ParallelTags(1, 2, 3, 4, 5, 6)
+            >>> layout = r1kit.parse_parallel(torch.tensor([1, 3, 9, 3, 9, 2]), tags)
             >>> layout.attention_mask("additive")[0, 0, 4]
             tensor([ 0.0000e+00, -3.4028e+38, -3.4028e+38,  0.0000e+00,  0.0000e+00, -3.4028e+38])
         """
@@ -301,7 +302,8 @@ class ParallelLayout:
             A ``torch.nn.attention.flex_attention.BlockMask`` on the input's device.
 
         Example:
-            >>> layout = r1kit.parse_parallel(torch.tensor([1, 3, 9, 3, 9, 2]), r1kit.ParallelTags(1, 2, 3, 4, 5, 6))
+            >>> tags = r1kit.ParallelTags(1, 2, 3, 4, 5, 6)
+            >>> layout = r1kit.parse_parallel(torch.tensor([1, 3, 9, 3, 9, 2]), tags)
             >>> layout.block_mask(block_size=2).to_dense()[0, 0]
             tensor([[1, 0, 0],
                     [1, 1, 0],
@@ -350,13 +352,13 @@ class ParallelLayout:
         """Per-row statistics: blocks, paths per block, tokens in paths, block starts.
 
         Example:
-            >>> layout = r1kit.parse_parallel(torch.tensor([9, 9, 1, 3, 9, 3, 9, 2]), r1kit.ParallelTags(1, 2, 3, 4, 5, 6))
-            >>> s = layout.stats()[0]; (s.n_blocks, s.paths_per_block, s.tokens_in_paths, s.block_start_fraction)
+            >>> tags = r1kit.ParallelTags(1, 2, 3, 4, 5, 6)
+            >>> layout = r1kit.parse_parallel(torch.tensor([9, 9, 1, 3, 9, 3, 9, 2]), tags)
+            >>> s = layout.stats()[0]
+            >>> s.n_blocks, s.paths_per_block, s.tokens_in_paths, s.block_start_fraction
             (1, [2], 4, [0.25])
         """
-        return [
-            RowStats(**{k: v for k, v in d.items() if k != "index"}) for d in self._core.stats()
-        ]
+        return [_row_stats(cast(dict[str, Any], d)) for d in self._core.stats()]
 
     def blocks(self, row: int) -> list[dict[str, Any]]:
         """Row ``row``'s blocks as token-index spans.
@@ -366,7 +368,20 @@ class ParallelLayout:
         ``<Path>``, ``</Path>`` or None, one past its last token), ``summary``
         (``(start, close)`` or None) and ``summary_inside`` (layout B).
         """
-        return self._core.blocks(row)
+        return cast(list[dict[str, Any]], self._core.blocks(row))
+
+
+def _row_stats(d: dict[str, Any]) -> RowStats:
+    return RowStats(
+        status=str(d["status"]),
+        n_blocks=int(d["n_blocks"]),
+        n_top_level_blocks=int(d["n_top_level_blocks"]),
+        paths_per_block=list(d["paths_per_block"]),
+        block_depth=list(d["block_depth"]),
+        tokens_in_paths=int(d["tokens_in_paths"]),
+        response_tokens=int(d["response_tokens"]),
+        block_start_fraction=list(d["block_start_fraction"]),
+    )
 
 
 def parse_parallel(
@@ -404,7 +419,7 @@ def parse_parallel(
     Example:
         >>> tags = r1kit.ParallelTags(1, 2, 3, 4, 5, 6)
         >>> r1kit.parse_parallel(torch.tensor([[1, 3, 9, 4, 2]]), tags).status
-        [RowStatus(kind='single_path', index=4)]
+        [RowStatus(kind='single_path', at=4)]
     """
     if not isinstance(tags, ParallelTags):
         raise ArgumentTypeError(f"`tags`: expected a ParallelTags, got {type(tags).__name__}")
