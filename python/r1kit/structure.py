@@ -279,8 +279,8 @@ class ParallelLayout:
         Example:
             >>> tags = r1kit.ParallelTags(1, 2, 3, 4, 5, 6)
             >>> layout = r1kit.parse_parallel(torch.tensor([1, 3, 9, 3, 9, 2]), tags)
-            >>> layout.attention_mask("additive")[0, 0, 4]
-            tensor([ 0.0000e+00, -3.4028e+38, -3.4028e+38,  0.0000e+00,  0.0000e+00, -3.4028e+38])
+            >>> layout.attention_mask("additive")[0, 0, 4, :4]  # path 2 (token 3 on) skips path 1
+            tensor([ 0.0000e+00, -3.4028e+38, -3.4028e+38,  0.0000e+00])
         """
         if dtype is not None and not isinstance(dtype, torch.dtype):
             raise ArgumentTypeError(f"`dtype`: expected a torch.dtype, got {type(dtype).__name__}")
