@@ -167,7 +167,7 @@ pub fn parse_parallel(
     let device = input_ids.device();
     let path = path.resolve(device)?;
     let (batch, len) = (batch as usize, len as usize);
-    let ids = host_i64(input_ids, "input_ids", batch * len)?;
+    let ids = host_i64(input_ids, "input_ids")?;
 
     let real = match attention_mask {
         None => None,
@@ -188,15 +188,18 @@ pub fn parse_parallel(
                     kind_name(mk),
                 ));
             }
-            Some(host_bool(m, batch * len)?)
+            Some(host_bool(m)?)
         }
     };
     let starts = response_starts(response_start, batch, len)?;
 
-    let mut positions = vec![0i64; batch * len];
-    let mut blocks = vec![-1i32; batch * len];
-    let mut paths = vec![-1i32; batch * len];
-    let mut depth = vec![-1i32; batch * len];
+    // Outputs are written in place into fresh CPU tensors: no torch op touches O(B·L) data on
+    // the CPU path (torch's OpenMP workers would spin against r1kit's threads on small machines).
+    let shape = [batch as i64, len as i64];
+    let mut positions_t = tensor::empty_cpu::<i64>(&shape)?;
+    let mut blocks_t = tensor::empty_cpu::<i32>(&shape)?;
+    let mut paths_t = tensor::empty_cpu::<i32>(&shape)?;
+    let mut depth_t = tensor::empty_cpu::<i32>(&shape)?;
     let mut node = vec![-1i32; batch * len];
     let rows: Vec<Result<RowParse>> = if len == 0 {
         (0..batch)
@@ -212,8 +215,12 @@ pub fn parse_parallel(
             })
             .collect()
     } else {
+        let positions = tensor::cpu_slice_mut::<i64>(&mut positions_t, "position_ids")?;
+        let blocks = tensor::cpu_slice_mut::<i32>(&mut blocks_t, "block_ids")?;
+        let paths = tensor::cpu_slice_mut::<i32>(&mut paths_t, "path_ids")?;
+        let depth = tensor::cpu_slice_mut::<i32>(&mut depth_t, "depth")?;
+        let ids = ids.as_slice()?;
         let real_ref = real.as_deref();
-        let ids_ref = &ids;
         let starts_ref = &starts;
         crate::parallel::install(|| {
             positions
@@ -224,7 +231,7 @@ pub fn parse_parallel(
                 .zip(node.par_chunks_mut(len))
                 .enumerate()
                 .map(|(b, ((((p, bl), pa), de), no))| {
-                    let row_ids = &ids_ref[b * len..(b + 1) * len];
+                    let row_ids = &ids[b * len..(b + 1) * len];
                     if let Some(k) = row_ids.iter().position(|&t| t < 0) {
                         return Err(Error::value(
                             "input_ids",
@@ -270,12 +277,11 @@ pub fn parse_parallel(
             )));
         }
     }
-    let shape = [batch as i64, len as i64];
     let tokens = TokenTensors {
-        position_ids: to_device(Tensor::f_from_slice(&positions)?, &shape, device)?,
-        block_ids: to_device(Tensor::f_from_slice(&blocks)?, &shape, device)?,
-        path_ids: to_device(Tensor::f_from_slice(&paths)?, &shape, device)?,
-        depth: to_device(Tensor::f_from_slice(&depth)?, &shape, device)?,
+        position_ids: to_device(positions_t, device)?,
+        block_ids: to_device(blocks_t, device)?,
+        path_ids: to_device(paths_t, device)?,
+        depth: to_device(depth_t, device)?,
     };
     let layout = Layout {
         rows,
@@ -303,8 +309,7 @@ pub fn explain(kind: StatusKind) -> &'static str {
     }
 }
 
-fn to_device(t: Tensor, shape: &[i64; 2], device: Device) -> Result<Tensor> {
-    let t = t.f_reshape(shape)?;
+fn to_device(t: Tensor, device: Device) -> Result<Tensor> {
     if device == Device::Cpu {
         Ok(t)
     } else {
@@ -312,29 +317,57 @@ fn to_device(t: Tensor, shape: &[i64; 2], device: Device) -> Result<Tensor> {
     }
 }
 
-/// The ids as a host `Vec<i64>` (one copy; from any device and integer dtype).
-fn host_i64(t: &Tensor, arg: &str, n: usize) -> Result<Vec<i64>> {
-    let t = tensor::integer_as_i64(t, arg)?;
-    let t = if t.device() == Device::Cpu {
-        tensor::contiguous(&t)
-    } else {
-        t.f_to_device(Device::Cpu)?.f_contiguous()?
-    };
-    let s = tensor::cpu_slice::<i64>(&t, arg)?;
-    debug_assert_eq!(s.len(), n);
-    Ok(s.to_vec())
+/// Integer ids readable as `&[i64]` on the host: the caller's memory when it already is a
+/// contiguous int64 CPU tensor, else one converted copy.
+struct HostIds {
+    tensor: Tensor,
+    arg: &'static str,
 }
 
-fn host_bool(t: &Tensor, n: usize) -> Result<Vec<bool>> {
-    let t = if t.device() == Device::Cpu {
+impl HostIds {
+    fn as_slice(&self) -> Result<&[i64]> {
+        tensor::cpu_slice::<i64>(&self.tensor, self.arg)
+    }
+}
+
+fn host_i64(t: &Tensor, arg: &'static str) -> Result<HostIds> {
+    let host = if t.device() == Device::Cpu {
         t.shallow_clone()
     } else {
         t.f_to_device(Device::Cpu)?
     };
-    let t = t.f_ne(0)?.f_contiguous()?;
-    let s = tensor::cpu_slice::<bool>(&t, "attention_mask")?;
-    debug_assert_eq!(s.len(), n);
-    Ok(s.to_vec())
+    let host = tensor::contiguous(&tensor::integer_as_i64(&host, arg)?);
+    Ok(HostIds { tensor: host, arg })
+}
+
+/// The attention mask as host flags (nonzero = real token), read straight from its memory.
+fn host_bool(t: &Tensor) -> Result<Vec<bool>> {
+    let arg = "attention_mask";
+    let host = if t.device() == Device::Cpu {
+        tensor::contiguous(t)
+    } else {
+        t.f_to_device(Device::Cpu)?.f_contiguous()?
+    };
+    Ok(match tensor::kind_of(&host, arg)? {
+        Kind::Bool => tensor::cpu_slice::<bool>(&host, arg)?.to_vec(),
+        Kind::Int64 => nonzero(tensor::cpu_slice::<i64>(&host, arg)?),
+        Kind::Int => nonzero(tensor::cpu_slice::<i32>(&host, arg)?),
+        Kind::Int16 => nonzero(tensor::cpu_slice::<i16>(&host, arg)?),
+        Kind::Int8 => nonzero(tensor::cpu_slice::<i8>(&host, arg)?),
+        Kind::Uint8 => nonzero(tensor::cpu_slice::<u8>(&host, arg)?),
+        other => {
+            return Err(Error::dtype(
+                arg,
+                "a bool or integer tensor",
+                kind_name(other),
+            ))
+        }
+    })
+}
+
+fn nonzero<T: Copy + Default + PartialEq>(values: &[T]) -> Vec<bool> {
+    let zero = T::default();
+    values.iter().map(|&v| v != zero).collect()
 }
 
 fn response_starts(rs: &ResponseStart, batch: usize, len: usize) -> Result<Vec<usize>> {
@@ -367,8 +400,9 @@ fn response_starts(rs: &ResponseStart, batch: usize, len: usize) -> Result<Vec<u
                     format!("shape {}", shape_name(t)),
                 ));
             }
-            let values = host_i64(t, "response_start", batch)?;
+            let values = host_i64(t, "response_start")?;
             values
+                .as_slice()?
                 .iter()
                 .enumerate()
                 .map(|(b, &v)| check(v, &format!("response_start[{b}]")))
