@@ -168,7 +168,9 @@ def vectorised_mask(block: torch.Tensor, seg: torch.Tensor, real: torch.Tensor) 
     idx = torch.arange(n)
     causal = idx[None, :, None] >= idx[None, None, :]
     both_paths = (seg[:, :, None] >= 0) & (seg[:, None, :] >= 0)
-    clash = both_paths & (block[:, :, None] == block[:, None, :]) & (seg[:, :, None] != seg[:, None, :])
+    clash = (
+        both_paths & (block[:, :, None] == block[:, None, :]) & (seg[:, :, None] != seg[:, None, :])
+    )
     allowed = causal & real[:, :, None] & real[:, None, :] & ~clash
     allowed |= ~real[:, :, None] & torch.eye(n, dtype=torch.bool)[None]
     return allowed[:, None]
@@ -184,13 +186,18 @@ def cases() -> list[Case]:
         ids, mask, starts = make_batch(b, n, blocks, seed=n + b)
         label = f"B={b} L={n} ({blocks} blocks of 2-4 paths)"
 
-        def ours(ids: torch.Tensor = ids, mask: torch.Tensor = mask, starts: torch.Tensor = starts) -> r1kit.ParallelLayout:
+        def ours(
+            ids: torch.Tensor = ids, mask: torch.Tensor = mask, starts: torch.Tensor = starts
+        ) -> r1kit.ParallelLayout:
             return r1kit.parse_parallel(ids, TAGS, attention_mask=mask, response_start=starts)
 
         layout = ours()
 
         def check_parse(
-            layout: r1kit.ParallelLayout = layout, ids: torch.Tensor = ids, mask: torch.Tensor = mask, starts: torch.Tensor = starts
+            layout: r1kit.ParallelLayout = layout,
+            ids: torch.Tensor = ids,
+            mask: torch.Tensor = mask,
+            starts: torch.Tensor = starts,
         ) -> None:
             assert all(s.kind == "ok" for s in layout.status), layout.status
             official, _ = official_parse(ids, mask, starts)
@@ -203,8 +210,12 @@ def cases() -> list[Case]:
                 name=f"parse + position ids, {label}",
                 r1kit=ours,
                 baselines={
-                    "(a) official: Python token loop": lambda ids=ids, mask=mask, starts=starts: official_parse(ids, mask, starts),
-                    "(b) vectorised PyTorch": lambda ids=ids, mask=mask, starts=starts: vectorised_layout(ids, mask, starts),
+                    "(a) official: Python token loop": lambda ids=ids, mask=mask, starts=starts: (
+                        official_parse(ids, mask, starts)
+                    ),
+                    "(b) vectorised PyTorch": lambda ids=ids, mask=mask, starts=starts: (
+                        vectorised_layout(ids, mask, starts)
+                    ),
                 },
                 check=check_parse,
             )
@@ -212,7 +223,9 @@ def cases() -> list[Case]:
 
         vec = vectorised_layout(ids, mask, starts)
 
-        def check_mask(layout: r1kit.ParallelLayout = layout, vec: tuple[torch.Tensor, ...] = vec) -> None:
+        def check_mask(
+            layout: r1kit.ParallelLayout = layout, vec: tuple[torch.Tensor, ...] = vec
+        ) -> None:
             assert torch.equal(layout.attention_mask(), vectorised_mask(*vec[1:]))
 
         out.append(
@@ -220,7 +233,9 @@ def cases() -> list[Case]:
                 name=f"dense bool mask [B,1,L,L], {label}",
                 r1kit=layout.attention_mask,
                 baselines={
-                    "torch.ones(bool) (memory-write limit)": lambda b=b, n=n: torch.ones(b, 1, n, n, dtype=torch.bool),
+                    "torch.ones(bool) (memory-write limit)": lambda b=b, n=n: torch.ones(
+                        b, 1, n, n, dtype=torch.bool
+                    ),
                     "(b) vectorised PyTorch": lambda vec=vec: vectorised_mask(*vec[1:]),
                 },
                 check=check_mask,
@@ -229,7 +244,9 @@ def cases() -> list[Case]:
 
         mod = layout.mask_mod()
 
-        def check_block(layout: r1kit.ParallelLayout = layout, mod: object = mod, b: int = b, n: int = n) -> None:
+        def check_block(
+            layout: r1kit.ParallelLayout = layout, mod: object = mod, b: int = b, n: int = n
+        ) -> None:
             want = create_block_mask(mod, b, 1, n, n, device="cpu")  # type: ignore[arg-type]
             got = layout.block_mask()
             for name in ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices"):
@@ -240,7 +257,9 @@ def cases() -> list[Case]:
                 name=f"block_mask (FlexAttention), {label}",
                 r1kit=layout.block_mask,
                 baselines={
-                    "create_block_mask(same rule)": lambda mod=mod, b=b, n=n: create_block_mask(mod, b, 1, n, n, device="cpu"),
+                    "create_block_mask(same rule)": lambda mod=mod, b=b, n=n: create_block_mask(
+                        mod, b, 1, n, n, device="cpu"
+                    ),
                 },
                 check=check_block,
             )

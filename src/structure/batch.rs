@@ -232,7 +232,9 @@ pub fn parse_parallel(
                 .enumerate()
                 .map(|(b, ((((p, bl), pa), de), no))| {
                     let row_ids = &ids[b * len..(b + 1) * len];
-                    if let Some(k) = row_ids.iter().position(|&t| t < 0) {
+                    // `any` vectorises; the index is only looked for when there is one.
+                    if row_ids.iter().any(|&t| t < 0) {
+                        let k = row_ids.iter().position(|&t| t < 0).unwrap_or(0);
                         return Err(Error::value(
                             "input_ids",
                             "non-negative token ids",

@@ -349,21 +349,46 @@ pub fn parse_row_into(
     let mut open_summary: Option<(usize, usize)> = None; // (block, depth of the summary's level)
     let mut error: Option<(StatusKind, usize)> = None;
 
-    for (i, &id) in ids.iter().enumerate() {
+    let mut i = 0usize;
+    while i < len {
         if !is_real(i) {
-            out.position_ids[i] = 0;
-            out.block_ids[i] = -1;
-            out.path_ids[i] = -1;
-            out.depth[i] = -1;
-            out.node[i] = -1;
+            write(&mut out, i, 0, -1, -1, -1, -1);
+            i += 1;
+            continue;
+        }
+        let in_response = i >= response_start;
+        let tag = if in_response {
+            tags.classify(ids[i])
+        } else {
+            None
+        };
+        if tag.is_none() || tag == Some(Tag::SummaryEnd) && open_summary.is_none() {
+            // A run of real ordinary tokens: one context, consecutive positions. Most tokens
+            // take this path, written as fills instead of one token at a time.
+            let mut j = i + 1;
+            while j < len
+                && is_real(j)
+                && (j < response_start
+                    || !matches!(tags.classify(ids[j]), Some(t) if t != Tag::SummaryEnd || open_summary.is_some()))
+            {
+                j += 1;
+            }
+            let (b, k, d, node) = context(&stack, &blocks);
+            for (p, slot) in out.position_ids[i..j].iter_mut().enumerate() {
+                *slot = pos + p as i64;
+            }
+            out.block_ids[i..j].fill(b);
+            out.path_ids[i..j].fill(k);
+            out.depth[i..j].fill(d);
+            out.node[i..j].fill(node);
+            pos += (j - i) as i64;
+            response_seen += j - i.max(response_start.min(j));
+            last_real = Some(j - 1);
+            i = j;
             continue;
         }
         last_real = Some(i);
-        let in_response = i >= response_start;
-        let tag = if in_response { tags.classify(id) } else { None };
-        if in_response {
-            response_seen += 1;
-        }
+        response_seen += 1;
         // Blocks open before this token (the depth of a token in the innermost one, plus one).
         let open = stack.len();
         match tag {
@@ -494,6 +519,7 @@ pub fn parse_row_into(
                         let (b, k) = (f.block as i32, blocks[f.block].paths.len() as i32 - 1);
                         write(&mut out, i, pos, b, k, d, node);
                         pos += 1;
+                        i += 1;
                         continue;
                     }
                     Section::OpenPath => {
@@ -558,8 +584,9 @@ pub fn parse_row_into(
                     None => top_pending = Some(f.block),
                 }
             }
-            Some(Tag::SummaryEnd) => {
-                if let Some((owner, level)) = open_summary {
+            // `</Summary>` closes the open summary; other ordinary tokens take the run path above.
+            Some(Tag::SummaryEnd) | None => {
+                if let Some((owner, level)) = open_summary.filter(|_| tag.is_some()) {
                     if level == stack.len() {
                         if let Some(s) = blocks[owner].summary.as_mut() {
                             s.close.get_or_insert(i);
@@ -567,14 +594,12 @@ pub fn parse_row_into(
                         open_summary = None;
                     }
                 }
-                ordinary(&mut out, &stack, &blocks, i, pos);
-                pos += 1;
-            }
-            None => {
-                ordinary(&mut out, &stack, &blocks, i, pos);
+                let (b, k, d, node) = context(&stack, &blocks);
+                write(&mut out, i, pos, b, k, d, node);
                 pos += 1;
             }
         }
+        i += 1;
     }
 
     let status;
@@ -665,7 +690,8 @@ fn write(
     out.node[i] = node;
 }
 
-fn ordinary(out: &mut TokenSlices<'_>, stack: &[Frame], blocks: &[Block], i: usize, pos: i64) {
+/// (block, path, depth, node) of an ordinary token in the innermost open block's current section.
+fn context(stack: &[Frame], blocks: &[Block]) -> (i32, i32, i32, i32) {
     match stack.last() {
         Some(f) => {
             let path = if f.in_path() {
@@ -673,16 +699,8 @@ fn ordinary(out: &mut TokenSlices<'_>, stack: &[Frame], blocks: &[Block], i: usi
             } else {
                 -1
             };
-            write(
-                out,
-                i,
-                pos,
-                f.block as i32,
-                path,
-                stack.len() as i32 - 1,
-                f.node(),
-            );
+            (f.block as i32, path, stack.len() as i32 - 1, f.node())
         }
-        None => write(out, i, pos, -1, -1, -1, -1),
+        None => (-1, -1, -1, -1),
     }
 }
