@@ -14,12 +14,35 @@ blocks of 2-4 paths (layout A: the summary follows ``</Parallel>``); token ids a
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch.nn.attention.flex_attention import create_block_mask
 
 import r1kit
 from benches.harness import Case
+
+T = TypeVar("T")
+
+
+def torch_threads(n: int, fn: Callable[[], T]) -> Callable[[], T]:
+    """fn run with torch's intra-op pool at n threads (restored after).
+
+    On this shared 2-core machine torch's OpenMP workers spin against other processes, so the
+    vectorised baseline is timed both at torch's default and at one thread; the better is used.
+    """
+
+    def run() -> T:
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            return fn()
+        finally:
+            torch.set_num_threads(before)
+
+    return run
+
 
 P, PE, A, AE, S, SE = 151_700, 151_701, 151_702, 151_703, 151_704, 151_705
 TAGS = r1kit.ParallelTags(P, PE, A, AE, S, SE)
@@ -43,10 +66,10 @@ def make_batch(
 
         for _ in range(blocks):
             out += text(rng.randint(path_len // 2, path_len * 2))
-            out += [P] + text(rng.randint(0, 2))
+            out += [P, *text(rng.randint(0, 2))]
             for _ in range(rng.randint(2, 4)):
-                out += [A] + text(rng.randint(path_len // 2, path_len * 2)) + [AE, 198]
-            out += [PE, S] + text(rng.randint(4, path_len)) + [SE]
+                out += [A, *text(rng.randint(path_len // 2, path_len * 2)), AE, 198]
+            out += [PE, S, *text(rng.randint(4, path_len)), SE]
         out += text(rng.randint(1, path_len))
         out = out[:n]
         ids[r, : len(out)] = torch.tensor(out)
@@ -216,6 +239,12 @@ def cases() -> list[Case]:
                     "(b) vectorised PyTorch": lambda ids=ids, mask=mask, starts=starts: (
                         vectorised_layout(ids, mask, starts)
                     ),
+                    "(b) vectorised PyTorch, 1 torch thread": torch_threads(
+                        1,
+                        lambda ids=ids, mask=mask, starts=starts: vectorised_layout(
+                            ids, mask, starts
+                        ),
+                    ),
                 },
                 check=check_parse,
             )
@@ -237,6 +266,9 @@ def cases() -> list[Case]:
                         b, 1, n, n, dtype=torch.bool
                     ),
                     "(b) vectorised PyTorch": lambda vec=vec: vectorised_mask(*vec[1:]),
+                    "(b) vectorised PyTorch, 1 torch thread": torch_threads(
+                        1, lambda vec=vec: vectorised_mask(*vec[1:])
+                    ),
                 },
                 check=check_mask,
             )

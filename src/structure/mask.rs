@@ -414,3 +414,123 @@ fn classify_q_tile(
 pub fn dtype_name(kind: Kind) -> String {
     kind_name(kind)
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::structure::batch::{parse_parallel, OnError, ResponseStart};
+    use crate::structure::ParallelTags;
+
+    fn layout(ids: &[i64], rows: i64, real: Option<&[bool]>, path: TensorPath) -> Layout {
+        let tags = ParallelTags::new(1, 2, 3, 4, 5, 6).unwrap();
+        let t = Tensor::from_slice(ids).reshape([rows, -1]);
+        let m = real.map(|r| Tensor::from_slice(r).reshape([rows, -1]));
+        parse_parallel(
+            &t,
+            &tags,
+            m.as_ref(),
+            &ResponseStart::Zero,
+            OnError::Causal,
+            true,
+            path,
+        )
+        .unwrap()
+        .0
+    }
+
+    fn dense_vec(t: &Tensor) -> Vec<bool> {
+        let t = t.contiguous();
+        tensor::cpu_slice::<bool>(&t, "t").unwrap().to_vec()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Dense masks (both paths) and tile tables agree with the pairwise rule.
+        #[test]
+        fn views_follow_the_rule(
+            ids in prop::collection::vec(prop_oneof![1i64..7, Just(9i64), Just(9i64)], 1..40),
+            rows in 1usize..3,
+            pads in prop::collection::vec(any::<bool>(), 120),
+            bs in 1i64..9,
+        ) {
+            let l = ids.len();
+            let all: Vec<i64> = (0..rows).flat_map(|r| ids.iter().map(move |&t| if r == 1 { 9 } else { t })).collect();
+            let real: Vec<bool> = pads[..rows * l].iter().map(|&p| !p || l < 3).collect();
+            let cpu = layout(&all, rows as i64, Some(&real), TensorPath::Cpu);
+            let dev = layout(&all, rows as i64, Some(&real), TensorPath::Device);
+            let a = dense_vec(&dense_mask(&cpu, MaskKind::Bool, DEFAULT_MAX_BYTES).unwrap());
+            let b = dense_vec(&dense_mask(&dev, MaskKind::Bool, DEFAULT_MAX_BYTES).unwrap());
+            prop_assert_eq!(&a, &b);
+            for r in 0..rows {
+                for i in 0..l {
+                    for j in 0..l {
+                        prop_assert_eq!(a[(r * l + i) * l + j], cpu.allowed(r, i, j), "{} {} {}", r, i, j);
+                    }
+                }
+            }
+            let [num, idx, full_num, full_idx] = block_tables(&cpu, bs).unwrap();
+            let bsz = bs as usize;
+            let tiles = l.div_ceil(bsz);
+            for r in 0..rows {
+                for qt in 0..tiles {
+                    let mut partial = vec![];
+                    let mut full = vec![];
+                    for kt in 0..tiles {
+                        let mut count = 0;
+                        for i in qt * bsz..(qt + 1) * bsz {
+                            for j in kt * bsz..(kt + 1) * bsz {
+                                if i < l && j < l && a[(r * l + i) * l + j] {
+                                    count += 1;
+                                }
+                            }
+                        }
+                        if count == bsz * bsz {
+                            full.push(kt as i64);
+                        } else if count > 0 {
+                            partial.push(kt as i64);
+                        }
+                    }
+                    let at = |t: &Tensor, k: usize| t.int64_value(&[r as i64, 0, qt as i64, k as i64]);
+                    prop_assert_eq!(num.int64_value(&[r as i64, 0, qt as i64]), partial.len() as i64);
+                    prop_assert_eq!(full_num.int64_value(&[r as i64, 0, qt as i64]), full.len() as i64);
+                    for (k, &want) in partial.iter().enumerate() {
+                        prop_assert_eq!(at(&idx, k), want);
+                    }
+                    for (k, &want) in full.iter().enumerate() {
+                        prop_assert_eq!(at(&full_idx, k), want);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn additive_and_budget() {
+        // x P A x a A y a p
+        let ids = [9, 1, 3, 9, 4, 3, 9, 4, 2];
+        let cpu = layout(&ids, 1, None, TensorPath::Cpu);
+        let dev = layout(&ids, 1, None, TensorPath::Device);
+        for kind in [Kind::Float, Kind::Double, Kind::BFloat16, Kind::Half] {
+            let a = dense_mask(&cpu, MaskKind::Additive(kind), DEFAULT_MAX_BYTES).unwrap();
+            let b = dense_mask(&dev, MaskKind::Additive(kind), DEFAULT_MAX_BYTES).unwrap();
+            assert!(a.equal(&b), "{kind:?}");
+            assert_eq!(a.double_value(&[0, 0, 5, 3]), lowest(kind));
+            assert_eq!(a.double_value(&[0, 0, 5, 1]), 0.0);
+        }
+        assert!(matches!(
+            dense_mask(&cpu, MaskKind::Bool, 80),
+            Err(Error::Value(m)) if m.expected.contains("block_mask")
+        ));
+        assert!(dense_mask(&cpu, MaskKind::Bool, 81).is_ok());
+        assert!(MaskKind::parse("additive", Some("int32")).is_err());
+        assert!(MaskKind::parse("bool", Some("float32")).is_err());
+        assert!(block_tables(&cpu, 0).is_err());
+        let (lo, hi, d) = interval_arrays(&cpu);
+        assert_eq!(d, 1);
+        assert_eq!((lo[6], hi[6]), (2, 5)); // token 6 (path 2) must not see 2..5
+        assert_eq!((lo[3], hi[3]), (0, 0));
+    }
+}
