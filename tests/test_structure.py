@@ -627,3 +627,21 @@ def test_from_tokenizer() -> None:
         r1kit.ParallelTags.from_tokenizer(plain)
     with pytest.raises(r1kit.ArgumentTypeError, match="`tokenizer`"):
         r1kit.ParallelTags.from_tokenizer(object())
+
+
+def test_readme_section() -> None:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## Parallel-thinking structure") :]
+    namespace: dict[str, object] = {}
+    for block in re.findall(r"```python\n(.*?)```", section, flags=re.S):
+        exec(compile(block, "README.md", "exec"), namespace)
+    layout = namespace["layout"]
+    assert isinstance(layout, ParallelLayout)
+    assert layout.position_ids.tolist() == [[0, 1, 2, 3, 4, 5, 3, 4, 5, 6, 7, 8, 9, 10]]
+    assert layout.status == [("ok", None)]
+    assert layout.stats()[0].block_start_fraction == [0.0]
+    additive = namespace["additive"]
+    assert isinstance(additive, torch.Tensor) and additive.dtype == torch.bfloat16
