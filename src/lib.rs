@@ -6,6 +6,7 @@
 //! Areas:
 //! - [`schedule`]: ZeroSearch's noise curriculum and deterministic noise draws.
 //! - [`rl`]: masked statistics and advantage estimators (verl-identical).
+//! - [`structure`]: Parallel-R1 thinking blocks: parse, position ids, attention masks.
 //! - [`tensor`]: validation, raw CPU views and the CPU / device path switch shared by all areas.
 //! - [`parallel`]: r1kit's fork-safe rayon pool (`R1KIT_NUM_THREADS`).
 //! - [`error`]: the crate's one error enum.
@@ -14,6 +15,7 @@ pub mod error;
 pub mod parallel;
 pub mod rl;
 pub mod schedule;
+pub mod structure;
 pub mod tensor;
 
 #[cfg(feature = "python")]

@@ -31,6 +31,7 @@ from r1kit.errors import (
     StructureError,
     TorchError,
 )
+from r1kit.structure import ParallelLayout, ParallelTags, parse_parallel
 
 try:
     __version__ = version("r1kit")
@@ -73,12 +74,15 @@ __all__ = [
     "DeviceError",
     "DtypeError",
     "NoiseSchedule",
+    "ParallelLayout",
+    "ParallelTags",
     "R1KitError",
     "ShapeError",
     "StructureError",
     "TorchError",
     "__version__",
     "get_num_threads",
+    "parse_parallel",
     "rl",
     "set_num_threads",
 ]

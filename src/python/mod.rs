@@ -5,6 +5,7 @@ mod args;
 mod errors;
 mod rl;
 mod schedule;
+mod structure;
 mod tensor;
 
 use pyo3::prelude::*;
@@ -35,5 +36,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(schedule::hash_key, m)?)?;
     m.add_class::<schedule::NoiseSchedule>()?;
     rl::register(m)?;
+    structure::register(m)?;
     Ok(())
 }

@@ -1,0 +1,419 @@
+//! `[B, L]` token id tensors -> a [`Layout`]: one parse per row (rayon over rows), the per-token
+//! tensors, and the host-side structure every view (masks, tile tables, stats) is built from.
+//!
+//! The parse is a left-to-right scan with a stack, sequential by nature, and reads O(B·L) ids; on
+//! the device path the ids are copied to the host once (a few hundred KB for a 16 x 4096 batch),
+//! parsed there, and the per-token tensors are copied back. The O(B·L²) views (dense masks) are
+//! then built on the device with tch ops from O(B·L) arrays, so no L x L matrix ever crosses.
+
+use rayon::prelude::*;
+use tch::{Device, Kind, Tensor};
+
+use super::parse::{parse_row_into, RowParse, StatusKind, TokenSlices};
+use super::tags::ParallelTags;
+use crate::error::{Error, Result};
+use crate::tensor::{self, device_name, kind_name, shape_name, TensorPath};
+
+/// What a structural error does (`on_error=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// The row becomes plain causal text from the failing block on (the default).
+    #[default]
+    Causal,
+    /// The call fails with [`Error::Structure`] naming the row, the index and the kind.
+    Raise,
+}
+
+impl OnError {
+    /// Parses `"causal"` / `"raise"`.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "causal" => Ok(OnError::Causal),
+            "raise" => Ok(OnError::Raise),
+            other => Err(Error::value(
+                "on_error",
+                "'causal' or 'raise'",
+                format!("{other:?}"),
+            )),
+        }
+    }
+}
+
+/// Where each row's response starts (`response_start=`).
+#[derive(Debug, Default)]
+pub enum ResponseStart {
+    /// Every row's response starts at index 0.
+    #[default]
+    Zero,
+    /// The same index for every row.
+    All(i64),
+    /// One index per row: an integer tensor of shape `[B]` (any device).
+    PerRow(Tensor),
+}
+
+/// The parse of a batch, kept on the host: what every view is built from.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// One parse per row.
+    pub rows: Vec<RowParse>,
+    /// Rows.
+    pub batch: usize,
+    /// Tokens per row.
+    pub len: usize,
+    /// `real[b * len + i]`: token i of row b is not a pad. `None`: no attention mask was given.
+    pub real: Option<Vec<bool>>,
+    /// Per-token path node (see [`super::parse::TokenSlices::node`]), `batch * len`.
+    pub node: Vec<i32>,
+    /// False for the causal ("Seen") variant: sequential positions, causal masks.
+    pub structured: bool,
+    /// Device of the input ids (and of every tensor the views return).
+    pub device: Device,
+    /// The resolved path: [`TensorPath::Cpu`] or [`TensorPath::Device`].
+    pub path: TensorPath,
+}
+
+/// The per-token tensors of a parse, `[B, L]` on the input's device.
+pub struct TokenTensors {
+    /// int64 position ids.
+    pub position_ids: Tensor,
+    /// int32 innermost block id (row-local), -1 outside blocks and for pads.
+    pub block_ids: Tensor,
+    /// int32 path index in the innermost block, -1 where not in a path.
+    pub path_ids: Tensor,
+    /// int32 depth of the innermost block, -1 outside blocks and for pads.
+    pub depth: Tensor,
+}
+
+impl Layout {
+    /// True when token `i` of row `b` is real.
+    #[inline]
+    pub fn is_real(&self, b: usize, i: usize) -> bool {
+        self.real.as_ref().map_or(true, |r| r[b * self.len + i])
+    }
+
+    /// Row `b`'s real-token flags (`None`: all real).
+    pub fn real_row(&self, b: usize) -> Option<&[bool]> {
+        self.real
+            .as_ref()
+            .map(|r| &r[b * self.len..(b + 1) * self.len])
+    }
+
+    /// The forbidden key intervals of token `i` of row `b` (the earlier paths of each block it is
+    /// in a path of), innermost first. Empty for the causal variant.
+    pub fn forbidden(&self, b: usize, i: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let row = &self.rows[b];
+        let mut n = if self.structured {
+            self.node[b * self.len + i]
+        } else {
+            -1
+        };
+        std::iter::from_fn(move || {
+            while n >= 0 {
+                let p = row.nodes[n as usize];
+                n = p.parent;
+                if p.lo < p.hi {
+                    return Some((p.lo, p.hi));
+                }
+            }
+            None
+        })
+    }
+
+    /// The spec's rule: may query `i` of row `b` attend key `j`?
+    pub fn allowed(&self, b: usize, i: usize, j: usize) -> bool {
+        if !self.is_real(b, i) {
+            return i == j;
+        }
+        j <= i && self.is_real(b, j) && self.forbidden(b, i).all(|(lo, hi)| j < lo || j >= hi)
+    }
+}
+
+/// Checks the inputs and parses every row (see `r1kit.parse_parallel`).
+pub fn parse_parallel(
+    input_ids: &Tensor,
+    tags: &ParallelTags,
+    attention_mask: Option<&Tensor>,
+    response_start: &ResponseStart,
+    on_error: OnError,
+    structured: bool,
+    path: TensorPath,
+) -> Result<(Layout, TokenTensors)> {
+    let kind = tensor::kind_of(input_ids, "input_ids")?;
+    if !tensor::is_integer(kind) {
+        return Err(Error::dtype(
+            "input_ids",
+            "an integer tensor of token ids",
+            kind_name(kind),
+        ));
+    }
+    let (batch, len) = match input_ids.size().as_slice() {
+        [l] => (1, *l),
+        [b, l] => (*b, *l),
+        _ => {
+            return Err(Error::shape(
+                "input_ids",
+                "a [B, L] or [L] tensor",
+                format!("shape {}", shape_name(input_ids)),
+            ))
+        }
+    };
+    if batch == 0 {
+        return Err(Error::shape(
+            "input_ids",
+            "at least one row",
+            format!("shape {}", shape_name(input_ids)),
+        ));
+    }
+    let device = input_ids.device();
+    let path = path.resolve(device)?;
+    let (batch, len) = (batch as usize, len as usize);
+    let ids = host_i64(input_ids, "input_ids")?;
+
+    let real = match attention_mask {
+        None => None,
+        Some(m) => {
+            if m.size() != input_ids.size() {
+                return Err(Error::shape(
+                    "attention_mask",
+                    format!("the shape of input_ids, {}", shape_name(input_ids)),
+                    format!("shape {}", shape_name(m)),
+                ));
+            }
+            tensor::expect_device(m, "attention_mask", device)?;
+            let mk = tensor::kind_of(m, "attention_mask")?;
+            if !(tensor::is_integer(mk) || mk == Kind::Bool) {
+                return Err(Error::dtype(
+                    "attention_mask",
+                    "a bool or integer tensor (1 = token, 0 = pad)",
+                    kind_name(mk),
+                ));
+            }
+            Some(host_bool(m)?)
+        }
+    };
+    let starts = response_starts(response_start, batch, len)?;
+
+    // Outputs are written in place into fresh CPU tensors: no torch op touches O(B·L) data on
+    // the CPU path (torch's OpenMP workers would spin against r1kit's threads on small machines).
+    let shape = [batch as i64, len as i64];
+    let mut positions_t = tensor::empty_cpu::<i64>(&shape)?;
+    let mut blocks_t = tensor::empty_cpu::<i32>(&shape)?;
+    let mut paths_t = tensor::empty_cpu::<i32>(&shape)?;
+    let mut depth_t = tensor::empty_cpu::<i32>(&shape)?;
+    let mut node = vec![-1i32; batch * len];
+    let rows: Vec<Result<RowParse>> = if len == 0 {
+        (0..batch)
+            .map(|b| {
+                let out = TokenSlices {
+                    position_ids: &mut [],
+                    block_ids: &mut [],
+                    path_ids: &mut [],
+                    depth: &mut [],
+                    node: &mut [],
+                };
+                Ok(parse_row_into(&[], None, starts[b], tags, out))
+            })
+            .collect()
+    } else {
+        let positions = tensor::cpu_slice_mut::<i64>(&mut positions_t, "position_ids")?;
+        let blocks = tensor::cpu_slice_mut::<i32>(&mut blocks_t, "block_ids")?;
+        let paths = tensor::cpu_slice_mut::<i32>(&mut paths_t, "path_ids")?;
+        let depth = tensor::cpu_slice_mut::<i32>(&mut depth_t, "depth")?;
+        let ids = ids.as_slice()?;
+        let real_ref = real.as_deref();
+        let starts_ref = &starts;
+        crate::parallel::install(|| {
+            positions
+                .par_chunks_mut(len)
+                .zip(blocks.par_chunks_mut(len))
+                .zip(paths.par_chunks_mut(len))
+                .zip(depth.par_chunks_mut(len))
+                .zip(node.par_chunks_mut(len))
+                .enumerate()
+                .map(|(b, ((((p, bl), pa), de), no))| {
+                    let row_ids = &ids[b * len..(b + 1) * len];
+                    // `any` vectorises; the index is only looked for when there is one.
+                    if row_ids.iter().any(|&t| t < 0) {
+                        let k = row_ids.iter().position(|&t| t < 0).unwrap_or(0);
+                        return Err(Error::value(
+                            "input_ids",
+                            "non-negative token ids",
+                            format!("{} at row {b}, index {k}", row_ids[k]),
+                        ));
+                    }
+                    let row_real = real_ref.map(|r| &r[b * len..(b + 1) * len]);
+                    let out = TokenSlices {
+                        position_ids: p,
+                        block_ids: bl,
+                        path_ids: pa,
+                        depth: de,
+                        node: no,
+                    };
+                    let row = parse_row_into(row_ids, row_real, starts_ref[b], tags, out);
+                    if !structured {
+                        let mut next = 0i64;
+                        for (i, pos) in p.iter_mut().enumerate() {
+                            if row_real.map_or(true, |r| r[i]) {
+                                *pos = next;
+                                next += 1;
+                            }
+                        }
+                    }
+                    Ok(row)
+                })
+                .collect()
+        })?
+    };
+    let rows = rows.into_iter().collect::<Result<Vec<RowParse>>>()?;
+    if on_error == OnError::Raise {
+        if let Some((b, row)) = rows
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.status.kind.is_error())
+        {
+            return Err(Error::Structure(format!(
+                "`input_ids` row {b}: {} at token {} ({})",
+                row.status.kind.name(),
+                row.status.index.unwrap_or(0),
+                explain(row.status.kind)
+            )));
+        }
+    }
+    let tokens = TokenTensors {
+        position_ids: to_device(positions_t, device)?,
+        block_ids: to_device(blocks_t, device)?,
+        path_ids: to_device(paths_t, device)?,
+        depth: to_device(depth_t, device)?,
+    };
+    let layout = Layout {
+        rows,
+        batch,
+        len,
+        real,
+        node,
+        structured,
+        device,
+        path,
+    };
+    Ok((layout, tokens))
+}
+
+/// What each structural error means, for messages.
+pub fn explain(kind: StatusKind) -> &'static str {
+    match kind {
+        StatusKind::Ok => "well formed",
+        StatusKind::Truncated => "the sequence ends inside an open block",
+        StatusKind::StrayClose => "a </Path> or </Parallel> with nothing open to close",
+        StatusKind::PathOutsideBlock => "a <Path> outside a block's path section",
+        StatusKind::SummaryInPath => "a <Summary> inside an open path",
+        StatusKind::TooDeep => "blocks nested deeper than 8",
+        StatusKind::SinglePath => "a closed block with fewer than 2 paths",
+    }
+}
+
+fn to_device(t: Tensor, device: Device) -> Result<Tensor> {
+    if device == Device::Cpu {
+        Ok(t)
+    } else {
+        Ok(t.f_to_device(device)?)
+    }
+}
+
+/// Integer ids readable as `&[i64]` on the host: the caller's memory when it already is a
+/// contiguous int64 CPU tensor, else one converted copy.
+struct HostIds {
+    tensor: Tensor,
+    arg: &'static str,
+}
+
+impl HostIds {
+    fn as_slice(&self) -> Result<&[i64]> {
+        tensor::cpu_slice::<i64>(&self.tensor, self.arg)
+    }
+}
+
+fn host_i64(t: &Tensor, arg: &'static str) -> Result<HostIds> {
+    let host = if t.device() == Device::Cpu {
+        t.shallow_clone()
+    } else {
+        t.f_to_device(Device::Cpu)?
+    };
+    let host = tensor::contiguous(&tensor::integer_as_i64(&host, arg)?);
+    Ok(HostIds { tensor: host, arg })
+}
+
+/// The attention mask as host flags (nonzero = real token), read straight from its memory.
+fn host_bool(t: &Tensor) -> Result<Vec<bool>> {
+    let arg = "attention_mask";
+    let host = if t.device() == Device::Cpu {
+        tensor::contiguous(t)
+    } else {
+        t.f_to_device(Device::Cpu)?.f_contiguous()?
+    };
+    Ok(match tensor::kind_of(&host, arg)? {
+        Kind::Bool => tensor::cpu_slice::<bool>(&host, arg)?.to_vec(),
+        Kind::Int64 => nonzero(tensor::cpu_slice::<i64>(&host, arg)?),
+        Kind::Int => nonzero(tensor::cpu_slice::<i32>(&host, arg)?),
+        Kind::Int16 => nonzero(tensor::cpu_slice::<i16>(&host, arg)?),
+        Kind::Int8 => nonzero(tensor::cpu_slice::<i8>(&host, arg)?),
+        Kind::Uint8 => nonzero(tensor::cpu_slice::<u8>(&host, arg)?),
+        other => {
+            return Err(Error::dtype(
+                arg,
+                "a bool or integer tensor",
+                kind_name(other),
+            ))
+        }
+    })
+}
+
+fn nonzero<T: Copy + Default + PartialEq>(values: &[T]) -> Vec<bool> {
+    let zero = T::default();
+    values.iter().map(|&v| v != zero).collect()
+}
+
+fn response_starts(rs: &ResponseStart, batch: usize, len: usize) -> Result<Vec<usize>> {
+    let check = |v: i64, arg: &str| -> Result<usize> {
+        if v < 0 || v as u64 > len as u64 {
+            return Err(Error::value(
+                arg,
+                format!("an index in [0, {len}] (the row length)"),
+                v,
+            ));
+        }
+        Ok(v as usize)
+    };
+    match rs {
+        ResponseStart::Zero => Ok(vec![0; batch]),
+        ResponseStart::All(v) => Ok(vec![check(*v, "response_start")?; batch]),
+        ResponseStart::PerRow(t) => {
+            let kind = tensor::kind_of(t, "response_start")?;
+            if !tensor::is_integer(kind) {
+                return Err(Error::dtype(
+                    "response_start",
+                    "an int or an integer tensor",
+                    kind_name(kind),
+                ));
+            }
+            if t.dim() != 1 || t.size()[0] as usize != batch {
+                return Err(Error::shape(
+                    "response_start",
+                    format!("an int or a [B] tensor with B = {batch}"),
+                    format!("shape {}", shape_name(t)),
+                ));
+            }
+            let values = host_i64(t, "response_start")?;
+            values
+                .as_slice()?
+                .iter()
+                .enumerate()
+                .map(|(b, &v)| check(v, &format!("response_start[{b}]")))
+                .collect()
+        }
+    }
+}
+
+/// Human name of the device a layout lives on (for messages).
+pub fn layout_device_name(layout: &Layout) -> String {
+    device_name(layout.device)
+}
