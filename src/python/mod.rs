@@ -3,6 +3,7 @@
 
 mod args;
 mod errors;
+mod rewards;
 mod rl;
 mod schedule;
 mod tensor;
@@ -43,5 +44,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(rl::rloo, m)?)?;
     m.add_function(wrap_pyfunction!(rl::outcome, m)?)?;
     m.add_function(wrap_pyfunction!(rl::remax, m)?)?;
+    rewards::register(m)?;
     Ok(())
 }
