@@ -127,19 +127,22 @@ def verify_batch(jobs: Sequence[Job], timeout: float) -> list[bool]:
                     continue
                 wait = max(0.0, min(d for _, d in busy.values()) - time.monotonic())
                 for key, _ in sel.select(timeout=wait):
-                    slot = key.data
-                    i, _ = busy.pop(slot)
+                    done: int = key.data
+                    i, _ = busy.pop(done)
                     sel.unregister(key.fileobj)
-                    line = _workers[slot].stdout.readline()  # type: ignore[union-attr]
+                    out = _workers[done].stdout
+                    line = out.readline() if out is not None else ""
                     results[i] = line.strip() == "1"
                     if not line:  # the worker died on this job
-                        _kill(_workers[slot])
-                        _workers[slot] = _start()
+                        _kill(_workers[done])
+                        _workers[done] = _start()
                 now = time.monotonic()
                 for slot, (_i, deadline) in list(busy.items()):
                     if now > deadline:
                         busy.pop(slot)
-                        sel.unregister(_workers[slot].stdout)  # type: ignore[arg-type]
+                        stuck = _workers[slot].stdout
+                        if stuck is not None:
+                            sel.unregister(stuck)
                         _kill(_workers[slot])
                         _workers[slot] = _start()
     return results
