@@ -3,6 +3,7 @@
 
 mod args;
 mod errors;
+mod rewards;
 mod rl;
 mod schedule;
 mod structure;
@@ -37,5 +38,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<schedule::NoiseSchedule>()?;
     rl::register(m)?;
     structure::register(m)?;
+    rewards::register(m)?;
     Ok(())
 }
