@@ -161,3 +161,78 @@ def test_missing_inputs_are_clear_errors() -> None:
         r1kit_verl.ESTIMATORS["r1kit_gae"](token_level_rewards=rewards, response_mask=mask)
     with pytest.raises(ArgumentError, match="reward_baselines"):
         r1kit_verl.ESTIMATORS["r1kit_remax"](token_level_rewards=rewards, response_mask=mask)
+
+
+def word_tokenizer() -> Any:
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["<pad>", "<unk>", "<answer>", "</answer>", "paris", "rome", "is", "the", "capital",
+             "Final", "Answer:", "3", "4", "q"]  # fmt: skip
+    tok = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>"
+    )
+
+
+def test_naive_reward_manager_scores_through_compute_score() -> None:
+    from verl import DataProto
+    from verl.workers.reward_manager.naive import NaiveRewardManager
+
+    from r1kit import rewards
+
+    tok = word_tokenizer()
+    prompts = ["q", "q", "the q", "q"]
+    responses = ["<answer> paris </answer>", "<answer> rome is </answer>", "Final Answer: 4",
+                 "the capital"]  # fmt: skip
+    truths = [{"target": ["paris"]}, {"target": ["rome"]}, "4", {"target": ["paris"]}]
+    sources = ["nq", "hotpotqa", "gsm8k", "triviaqa"]
+
+    def pad(texts: list[str], left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = [tok.encode(t, add_special_tokens=False) for t in texts]
+        n = max(map(len, ids))
+        rows = [([0] * (n - len(i)) + i) if left else (i + [0] * (n - len(i))) for i in ids]
+        mask = [([0] * (n - len(i)) + [1] * len(i)) if left else ([1] * len(i) + [0] * (n - len(i)))
+                for i in ids]  # fmt: skip
+        return torch.tensor(rows), torch.tensor(mask)
+
+    p_ids, p_mask = pad(prompts, left=True)
+    r_ids, r_mask = pad(responses, left=False)
+    data = DataProto.from_dict(
+        tensors={
+            "prompts": p_ids,
+            "responses": r_ids,
+            "attention_mask": torch.cat([p_mask, r_mask], dim=1),
+        },
+        non_tensors={
+            "data_source": np.array(sources, dtype=object),
+            "reward_model": np.array([{"ground_truth": t} for t in truths], dtype=object),
+        },
+    )
+    manager = NaiveRewardManager(tok, num_examine=0, compute_score=r1kit_verl.compute_score)
+    out = manager(data, return_dict=True)
+    scores = out["reward_tensor"].sum(dim=1)
+    decoded = [tok.decode(tok.encode(r, add_special_tokens=False)) for r in responses]
+    want_qa = rewards.qa_scores([decoded[i] for i in (0, 1, 3)], [["paris"], ["rome"], ["paris"]])
+    close(scores[[0, 1, 3]], want_qa)
+    assert scores.tolist() == pytest.approx([1.0, 2 / 3, 1.0, 0.0])
+    assert out["reward_extra_info"]["pred"][0] == "paris"
+
+
+def test_compute_score_tasks_and_errors() -> None:
+    good = "<Parallel><Path>a</Path><Path>b</Path></Parallel><Summary>s</Summary> Final Answer: 3"
+    info = {"r1kit_task": "parallel_r1", "step": 9}
+    out = r1kit_verl.compute_score("my_math", good, "3", info)
+    assert out == {"score": pytest.approx(1.2), "acc": True, "parallel": True,
+                   "format_valid": True}  # fmt: skip
+    assert r1kit_verl.compute_score("my_math", good, "3", dict(info, step=1))["score"] == 1.0
+    assert r1kit_verl.compute_score("openai/gsm8k", "Final Answer: 3", "3")["score"] == 1.0
+    with pytest.raises(ArgumentError, match=r"data_source.*r1kit_task"):
+        r1kit_verl.compute_score("unknown_source", "x", "y")
+    with pytest.raises(ArgumentError, match="step"):
+        r1kit_verl.compute_score("x", good, "3", {"r1kit_task": "parallel_r1"})
+    batch = r1kit_verl.compute_score_batch(
+        ["nq", "gsm8k"], ["<answer>paris</answer>", "Final Answer: 5"], [["paris"], "4"]
+    )
+    assert [b["score"] for b in batch] == [1.0, 0.0]

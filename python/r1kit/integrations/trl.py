@@ -65,14 +65,17 @@ def _text(completion: Any) -> str | None:
 
 def _column(kwargs: dict[str, Any], name: str, n: int) -> list[Any]:
     if name not in kwargs:
-        available = sorted(k for k in kwargs if k not in ("trainer_state", "log_extra", "log_metric"))
+        hidden = ("trainer_state", "log_extra", "log_metric")
+        available = sorted(k for k in kwargs if k not in hidden)
         raise ArgumentError(
             f"`{name}`: expected a dataset column of that name (one value per completion); "
             f"the batch has columns {available}"
         )
     values = list(kwargs[name])
     if len(values) != n:
-        raise ArgumentError(f"`{name}`: expected {n} values (one per completion), got {len(values)}")
+        raise ArgumentError(
+            f"`{name}`: expected {n} values (one per completion), got {len(values)}"
+        )
     return values
 
 
@@ -103,7 +106,10 @@ def qa_f1_reward(
     """
 
     def qa_f1(
-        prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Any = None, **kwargs: Any
+        prompts: Sequence[Any],
+        completions: Sequence[Any],
+        completion_ids: Any = None,
+        **kwargs: Any,
     ) -> list[float | None]:
         golds = _column(kwargs, golds_column, len(completions))
         return _scored(
@@ -121,7 +127,10 @@ def math_accuracy_reward(
     ``incorrect`` (:func:`r1kit.rewards.math_scores`)."""
 
     def math_accuracy(
-        prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Any = None, **kwargs: Any
+        prompts: Sequence[Any],
+        completions: Sequence[Any],
+        completion_ids: Any = None,
+        **kwargs: Any,
     ) -> list[float | None]:
         golds = _column(kwargs, answer_column, len(completions))
         return _scored(
@@ -144,7 +153,10 @@ def parallel_r1_reward(
     schedule = ParallelR1Reward(recipe, window, acc_steps, bonus)
 
     def parallel_r1(
-        prompts: Sequence[Any], completions: Sequence[Any], completion_ids: Any = None, **kwargs: Any
+        prompts: Sequence[Any],
+        completions: Sequence[Any],
+        completion_ids: Any = None,
+        **kwargs: Any,
     ) -> list[float | None]:
         state = kwargs.get("trainer_state")
         if state is None or not hasattr(state, "global_step"):
@@ -192,10 +204,10 @@ _ESTIMATORS = ("grpo", "dr_grpo", "rloo", "opo", "gpg", "reinforce_plus_plus_bas
 
 def _trainer_base() -> type:
     try:
-        from trl import GRPOTrainer
+        from trl.trainer.grpo_trainer import GRPOTrainer
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("r1kit.integrations.trl needs TRL 1.16: pip install 'r1kit[trl]'") from e
-    return GRPOTrainer  # type: ignore[no-any-return]
+    return GRPOTrainer
 
 
 class StructuredGRPOTrainer(_trainer_base()):  # type: ignore[misc]
@@ -237,7 +249,7 @@ class StructuredGRPOTrainer(_trainer_base()):  # type: ignore[misc]
 
     # -- structured log-probs ---------------------------------------------------------------
 
-    def _get_per_token_logps_and_entropies(  # type: ignore[override]
+    def _get_per_token_logps_and_entropies(
         self,
         model: Any,
         input_ids: torch.Tensor,
@@ -272,7 +284,11 @@ class StructuredGRPOTrainer(_trainer_base()):  # type: ignore[misc]
                 mask = layout.attention_mask("bool")
             labels = ids.masked_fill(mask2d == 0, -100)
             labels[:, :-logits_to_keep] = -100
-            inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": layout.position_ids}
+            inputs: dict[str, Any] = {
+                "input_ids": ids,
+                "attention_mask": mask,
+                "position_ids": layout.position_ids,
+            }
             if compute_aux_loss:
                 inputs["output_router_logits"] = True
             with self.accelerator.autocast():

@@ -339,7 +339,9 @@ def _task(data_source: str, extra_info: dict[str, Any]) -> str:
     task = extra_info.get("r1kit_task")
     if task is not None:
         if task not in _TASKS:
-            raise ArgumentError(f"`extra_info['r1kit_task']`: expected one of {_TASKS}, got {task!r}")
+            raise ArgumentError(
+                f"`extra_info['r1kit_task']`: expected one of {_TASKS}, got {task!r}"
+            )
         return str(task)
     source = str(data_source).lower()
     if any(k in source for k in _MATH_SOURCES):
@@ -425,10 +427,10 @@ def compute_score_batch(
                 )
                 value = reward([solution_strs[i]], [golds[i]], _step(info)).item()
                 fmt = rewards.parallel_format([solution_strs[i]])
-                acc = rewards.math_scores([solution_strs[i]], [golds[i]]).item()
+                correct = rewards.math_scores([solution_strs[i]], [golds[i]]).item() == 1.0
                 out[i] = {
                     "score": value,
-                    "acc": acc == 1.0,
+                    "acc": correct,
                     "parallel": bool(fmt.uses_parallel[0]),
                     "format_valid": bool(fmt.valid[0]),
                 }
