@@ -12,7 +12,7 @@ use tch::{Device, Kind, Tensor};
 use super::parse::{parse_row_into, RowParse, StatusKind, TokenSlices};
 use super::tags::ParallelTags;
 use crate::error::{Error, Result};
-use crate::tensor::{self, device_name, kind_name, shape_name, TensorPath};
+use crate::tensor::{self, kind_name, shape_name, TensorPath};
 
 /// What a structural error does (`on_error=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -411,9 +411,4 @@ fn response_starts(rs: &ResponseStart, batch: usize, len: usize) -> Result<Vec<u
                 .collect()
         }
     }
-}
-
-/// Human name of the device a layout lives on (for messages).
-pub fn layout_device_name(layout: &Layout) -> String {
-    device_name(layout.device)
 }

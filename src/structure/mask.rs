@@ -10,7 +10,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::batch::Layout;
 use crate::error::{Error, Result};
-use crate::tensor::{self, kind_name, TensorPath};
+use crate::tensor::{self, TensorPath};
 
 /// Default memory budget of a dense mask: 4 GiB.
 pub const DEFAULT_MAX_BYTES: u64 = 4 << 30;
@@ -408,11 +408,6 @@ fn classify_q_tile(
             1
         };
     }
-}
-
-/// The dtype name a Kind has in messages (re-exported for bindings).
-pub fn dtype_name(kind: Kind) -> String {
-    kind_name(kind)
 }
 
 #[cfg(test)]

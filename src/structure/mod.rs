@@ -36,6 +36,12 @@
 //! Spans are token indices into the row. After a structural error `blocks` holds only the blocks
 //! before the fallback point (the spec's "treated as plain causal text"); `status` still names the
 //! error, so `row.is_ok()` is the validity check for a format reward.
+//!
+//! # Batch layer
+//! [`batch::parse_parallel`] parses `[B, L]` tensors (rayon over rows; CUDA ids are copied to the
+//! host once) into a [`batch::Layout`] plus the per-token tensors; [`mask`] turns a layout into
+//! dense masks (raw-memory fill, or tch ops on the layout's device), per-token forbidden
+//! intervals for a FlexAttention `mask_mod`, and the FlexAttention tile tables.
 
 pub mod batch;
 pub mod mask;

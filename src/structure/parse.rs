@@ -365,14 +365,14 @@ pub fn parse_row_into(
         if tag.is_none() || tag == Some(Tag::SummaryEnd) && open_summary.is_none() {
             // A run of real ordinary tokens: one context, consecutive positions. Most tokens
             // take this path, written as fills instead of one token at a time.
-            let mut j = i + 1;
-            while j < len
-                && is_real(j)
-                && (j < response_start
-                    || !matches!(tags.classify(ids[j]), Some(t) if t != Tag::SummaryEnd || open_summary.is_some()))
-            {
-                j += 1;
-            }
+            let j = run_end(
+                ids,
+                real,
+                i + 1,
+                response_start,
+                tags,
+                open_summary.is_some(),
+            );
             let (b, k, d, node) = context(&stack, &blocks);
             for (p, slot) in out.position_ids[i..j].iter_mut().enumerate() {
                 *slot = pos + p as i64;
@@ -649,9 +649,8 @@ pub fn parse_row_into(
             index: None,
         };
     }
-    let response_tokens = (response_start.min(len)..len)
-        .filter(|&i| is_real(i))
-        .count();
+    let rs = response_start.min(len);
+    let response_tokens = real.map_or(len - rs, |r| r[rs..].iter().filter(|&&x| x).count());
     let tokens_in_paths = out.node.iter().filter(|&&n| n >= 0).count();
     RowParse {
         status,
@@ -662,6 +661,44 @@ pub fn parse_row_into(
         response_tokens,
         tokens_in_paths,
     }
+}
+
+/// One past the last token of the run of real ordinary tokens starting at `from`: the run stops
+/// at a pad or at a tag in the response (`</Summary>` only when a summary is open).
+#[inline]
+fn run_end(
+    ids: &[i64],
+    real: Option<&[bool]>,
+    from: usize,
+    response_start: usize,
+    tags: &ParallelTags,
+    summary_open: bool,
+) -> usize {
+    let breaks = |id: i64| match tags.classify(id) {
+        None => false,
+        Some(Tag::SummaryEnd) => summary_open,
+        Some(_) => true,
+    };
+    let len = ids.len();
+    // Prompt tokens are never tags: only pads end a run there.
+    let prompt_end = response_start.clamp(from, len);
+    let mut j = from;
+    if let Some(r) = real {
+        if let Some(k) = r[from..prompt_end].iter().position(|&x| !x) {
+            return from + k;
+        }
+        j = prompt_end;
+        let stop = ids[j..]
+            .iter()
+            .zip(&r[j..])
+            .position(|(&id, &x)| !x || breaks(id));
+        return stop.map_or(len, |k| j + k);
+    }
+    j = j.max(prompt_end);
+    ids[j..]
+        .iter()
+        .position(|&id| breaks(id))
+        .map_or(len, |k| j + k)
 }
 
 /// Ends the open path of `block` (if any) at `end` (exclusive).
