@@ -441,3 +441,15 @@ def test_bad_inputs() -> None:
         rl.AdaptiveKLController(0.1, 0.1, 0)
     with pytest.raises(r1kit.errors.ArgumentTypeError, match=r"log_prob.*torch.Tensor"):
         rl.kl_penalty([1.0], b["old"], "kl")  # type: ignore[arg-type]
+
+
+def test_gil_released(restore_threads: None) -> None:
+    from gil import intervals_overlap
+
+    r1kit.set_num_threads(1)
+    g = torch.Generator().manual_seed(13)
+    lp, ref = torch.randn(4096, 4096, generator=g), torch.randn(4096, 4096, generator=g)
+    mask = torch.ones(4096, 4096)
+    assert intervals_overlap(lambda: rl.kl_penalty(lp, ref, "low_var_kl"))
+    assert intervals_overlap(lambda: rl.policy_loss("vanilla", ref, lp, lp, mask))
+    assert intervals_overlap(lambda: rl.gae(lp[:512], ref[:512], mask[:512]))

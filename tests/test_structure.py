@@ -4,10 +4,7 @@ the GIL, and bad inputs."""
 
 from __future__ import annotations
 
-import threading
-import time
 import warnings
-from collections.abc import Callable
 
 import pytest
 import torch
@@ -16,6 +13,7 @@ from hypothesis import strategies as st
 from torch.nn.attention.flex_attention import create_block_mask
 
 import r1kit
+from gil import intervals_overlap
 from r1kit.structure import ParallelLayout
 from structure_reference import AE, MAX_DEPTH, PE, SE, TAG_IDS, A, P, S, reference
 
@@ -497,35 +495,6 @@ def test_model_flex_equals_sdpa_and_backward() -> None:
 
 
 # ---- threads ------------------------------------------------------------------------------------
-
-
-def intervals_overlap(fn: Callable[[], object]) -> bool:
-    """Runs fn in a thread and, once that thread is inside fn, again in this thread.
-
-    This thread wakes from its short sleep only when it can take the GIL: if fn held the GIL for
-    its native work, the second call would start after the first ended and the two
-    [start, end] intervals would not overlap.
-    """
-    spans: dict[str, tuple[float, float]] = {}
-    entering = threading.Event()
-
-    def timed(name: str) -> None:
-        start = time.perf_counter()
-        fn()
-        spans[name] = (start, time.perf_counter())
-
-    def first() -> None:
-        entering.set()
-        timed("first")
-
-    worker = threading.Thread(target=first)
-    worker.start()
-    entering.wait()
-    time.sleep(0.02)
-    timed("second")
-    worker.join()
-    (a0, a1), (b0, b1) = spans["first"], spans["second"]
-    return a0 < b1 and b0 < a1
 
 
 def test_gil_released(restore_threads: None) -> None:
