@@ -6,14 +6,19 @@
 //! Areas:
 //! - [`schedule`]: ZeroSearch's noise curriculum and deterministic noise draws.
 //! - [`rl`]: masked statistics and advantage estimators (verl-identical).
+//! - [`structure`]: Parallel-R1 thinking blocks: parse, position ids, attention masks.
+//! - [`rewards`]: QA F1 / EM, math accuracy, Parallel-R1 format and reward recipes, from text
+//!   or token ids.
 //! - [`tensor`]: validation, raw CPU views and the CPU / device path switch shared by all areas.
 //! - [`parallel`]: r1kit's fork-safe rayon pool (`R1KIT_NUM_THREADS`).
 //! - [`error`]: the crate's one error enum.
 
 pub mod error;
 pub mod parallel;
+pub mod rewards;
 pub mod rl;
 pub mod schedule;
+pub mod structure;
 pub mod tensor;
 
 #[cfg(feature = "python")]

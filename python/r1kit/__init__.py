@@ -19,7 +19,7 @@ import torch  # noqa: F401  # isort: skip
 
 from importlib.metadata import PackageNotFoundError, version
 
-from r1kit import _core, rl
+from r1kit import _core, rewards, rl
 from r1kit.curriculum import NoiseSchedule
 from r1kit.errors import (
     ArgumentError,
@@ -79,6 +79,7 @@ __all__ = [
     "TorchError",
     "__version__",
     "get_num_threads",
+    "rewards",
     "rl",
     "set_num_threads",
 ]

@@ -201,3 +201,100 @@ def agg_loss_backward(
     grad_output: float, loss_mat: torch.Tensor, loss_mask: torch.Tensor, row_coef: torch.Tensor
 ) -> torch.Tensor: ...
 def entropy_from_logits(logits: torch.Tensor, path: str | None = None) -> torch.Tensor: ...
+
+# --- rewards ---
+
+@final
+class TokenDecoder:
+    """A tokenizer.json decoder in Rust (``tokenizers`` crate); decodes batches in parallel."""
+
+    @staticmethod
+    def from_file(path: str) -> TokenDecoder: ...
+    @staticmethod
+    def from_json(json: str, clean_up_tokenization_spaces: bool = False) -> TokenDecoder: ...
+    @staticmethod
+    def from_hf(tokenizer: object) -> TokenDecoder: ...
+    def decode(
+        self,
+        ids: torch.Tensor | Sequence[Sequence[int]],
+        attention_mask: torch.Tensor | None = None,
+        skip_special_tokens: bool = False,
+    ) -> list[str]: ...
+    def token_to_id(self, token: str) -> int | None: ...
+    @property
+    def vocab_size(self) -> int: ...
+
+def extract_answer(
+    responses: Sequence[str] | None,
+    ids: torch.Tensor | Sequence[Sequence[int]] | None = None,
+    attention_mask: torch.Tensor | None = None,
+    decoder: TokenDecoder | None = None,
+) -> list[str | None]: ...
+def normalize_answer(s: str, unicode: bool = False) -> str: ...
+def qa_scores(
+    responses: Sequence[str] | None,
+    golds: Sequence[str | Sequence[str]],
+    metric: str,
+    unicode: bool,
+    ids: torch.Tensor | Sequence[Sequence[int]] | None = None,
+    attention_mask: torch.Tensor | None = None,
+    decoder: TokenDecoder | None = None,
+) -> tuple[torch.Tensor, list[str | None]]: ...
+def qa_format_scores(
+    responses: Sequence[str] | None,
+    golds: Sequence[str | Sequence[str]],
+    metric: str,
+    unicode: bool,
+    structure_score: float,
+    final_format_score: float,
+    ids: torch.Tensor | Sequence[Sequence[int]] | None = None,
+    attention_mask: torch.Tensor | None = None,
+    decoder: TokenDecoder | None = None,
+) -> torch.Tensor: ...
+def extract_math_answer(
+    responses: Sequence[str] | None,
+    ids: torch.Tensor | Sequence[Sequence[int]] | None = None,
+    attention_mask: torch.Tensor | None = None,
+    decoder: TokenDecoder | None = None,
+) -> list[str | None]: ...
+def math_equal(pred: str, gold: str, percent: bool = False) -> bool: ...
+def normalize_math_answer(s: str) -> str: ...
+def math_judge(
+    responses: Sequence[str] | None,
+    golds: Sequence[str | Sequence[str]],
+    percent: bool,
+    ids: torch.Tensor | Sequence[Sequence[int]] | None = None,
+    attention_mask: torch.Tensor | None = None,
+    decoder: TokenDecoder | None = None,
+) -> tuple[list[int], list[str | None]]: ...
+def math_scores(
+    responses: Sequence[str] | None,
+    golds: Sequence[str | Sequence[str]],
+    correct: float,
+    incorrect: float,
+    percent: bool,
+    ids: torch.Tensor | Sequence[Sequence[int]] | None = None,
+    attention_mask: torch.Tensor | None = None,
+    decoder: TokenDecoder | None = None,
+) -> torch.Tensor: ...
+def parallel_format(
+    responses: Sequence[str] | None = None,
+    ids: torch.Tensor | Sequence[Sequence[int]] | None = None,
+    attention_mask: torch.Tensor | None = None,
+    tags: Sequence[str] | Sequence[int] | None = None,
+    decoder: TokenDecoder | None = None,
+) -> tuple[list[bool], list[bool], list[int], list[list[int]], list[str]]: ...
+def parallel_r1_recipe(recipe: str, window: int, acc_steps: int, bonus: float) -> None: ...
+def parallel_r1_rewards(
+    recipe: str,
+    window: int,
+    acc_steps: int,
+    bonus: float,
+    responses: Sequence[str] | None,
+    golds: Sequence[str | Sequence[str]],
+    step: int,
+    ids: torch.Tensor | Sequence[Sequence[int]] | None = None,
+    attention_mask: torch.Tensor | None = None,
+    decoder: TokenDecoder | None = None,
+    tags: Sequence[str] | Sequence[int] | None = None,
+) -> torch.Tensor: ...

@@ -3,6 +3,7 @@
 
 mod args;
 mod errors;
+mod rewards;
 mod rl;
 mod schedule;
 mod tensor;
@@ -35,5 +36,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(schedule::hash_key, m)?)?;
     m.add_class::<schedule::NoiseSchedule>()?;
     rl::register(m)?;
+    rewards::register(m)?;
     Ok(())
 }

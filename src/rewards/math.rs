@@ -1,0 +1,912 @@
+//! Math accuracy: answer extraction, normalization (a superset of verl's `strip_string` and the
+//! Minerva / DAPO `normalize_final_answer`) and equivalence by exact rationals, tuples, intervals
+//! and sets. Anything it cannot decide is "not equal".
+//!
+//! Every step is a linear pass over the string: brace groups are found with one stack pass
+//! ([`brace_matches`]) instead of a regex or a recursive parser, so a response of a megabyte or a
+//! hundred thousand nested braces costs microseconds to milliseconds, never a hang.
+
+use super::text::{find_ascii_ci, is_py_space, py_strip};
+
+/// Tags removed from a response before extraction (each replaced by a newline, so a tag ends the
+/// `Final Answer:` line it closes).
+const TAGS: [&str; 10] = [
+    "<Parallel>",
+    "</Parallel>",
+    "<Path>",
+    "</Path>",
+    "<Summary>",
+    "</Summary>",
+    "<think>",
+    "</think>",
+    "<answer>",
+    "</answer>",
+];
+
+fn remove_tags(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut last = 0;
+    let mut i = 0;
+    let b = s.as_bytes();
+    while i < b.len() {
+        if b[i] == b'<' {
+            if let Some(t) = TAGS.iter().find(|t| s[i..].starts_with(*t)) {
+                out.push_str(&s[last..i]);
+                out.push('\n');
+                i += t.len();
+                last = i;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    out.push_str(&s[last..]);
+    out
+}
+
+/// For every `{` at byte i, `m[i]` is the byte index of its matching `}` (usize::MAX if none).
+/// Escaped braces `\{` / `\}` count as braces too (they nest like them in LaTeX sets).
+pub fn brace_matches(s: &str) -> Vec<usize> {
+    let b = s.as_bytes();
+    let mut m = vec![usize::MAX; b.len()];
+    let mut stack = Vec::new();
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'{' => stack.push(i),
+            b'}' => {
+                if let Some(o) = stack.pop() {
+                    m[o] = i;
+                }
+            }
+            _ => {}
+        }
+    }
+    m
+}
+
+/// Content of the last `\boxed{...}` / `\fbox{...}` (balanced) or `\boxed x` (up to `$` or the
+/// end of the line); earlier boxes are tried when the last one is unclosed.
+fn last_boxed(s: &str) -> Option<&str> {
+    let m = brace_matches(s);
+    let b = s.as_bytes();
+    let mut starts = Vec::new();
+    let mut pos = 0;
+    while let Some(k) = s[pos..].find('\\') {
+        let i = pos + k;
+        for cmd in ["\\boxed", "\\fbox"] {
+            if s[i..].starts_with(cmd) {
+                starts.push(i + cmd.len());
+            }
+        }
+        pos = i + 1;
+    }
+    for &after in starts.iter().rev() {
+        if after < b.len() && b[after] == b'{' {
+            if m[after] != usize::MAX {
+                return Some(&s[after + 1..m[after]]);
+            }
+        } else if after < b.len() && b[after] == b' ' {
+            let rest = &s[after + 1..];
+            let end = rest.find(['$', '\n']).unwrap_or(rest.len());
+            let content = py_strip(&rest[..end]);
+            if !content.is_empty() {
+                return Some(content);
+            }
+        }
+    }
+    None
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
+}
+
+/// The answer of a `Final Answer:` line: its `\boxed{}` if any, else its first `$...$`, else the
+/// line without the Minerva phrases ("The final answer is", "I hope it is correct.").
+fn final_answer_content(line: &str) -> String {
+    let mut line = py_strip(line.trim_matches(|c: char| c == '*' || is_py_space(c)));
+    if let Some(rest) = strip_prefix_ci(line, "the final answer is") {
+        line = py_strip(rest);
+    }
+    let lower_end = "i hope it is correct.";
+    if line.len() >= lower_end.len() {
+        let cut = line.len() - lower_end.len();
+        if line.is_char_boundary(cut) && line[cut..].eq_ignore_ascii_case(lower_end) {
+            line = py_strip(&line[..cut]);
+        }
+    }
+    if let Some(boxed) = last_boxed(line) {
+        return boxed.to_string();
+    }
+    if let Some(a) = line.find('$') {
+        let dollars = if line[a..].starts_with("$$") { 2 } else { 1 };
+        let inner = &line[a + dollars..];
+        if let Some(z) = inner.find('$') {
+            return inner[..z].to_string();
+        }
+    }
+    line.to_string()
+}
+
+/// The answer of a response: the last `Final Answer:` line (case-insensitive; the next non-empty
+/// line when it is empty), else the last `\boxed{}` / `\fbox{}`; tags removed first.
+pub fn extract_math_answer(response: &str) -> Option<String> {
+    let s = remove_tags(response);
+    let mut last = None;
+    let mut pos = 0;
+    while let Some(i) = find_ascii_ci(&s, "final answer", pos) {
+        let mut j = i + "final answer".len();
+        let b = s.as_bytes();
+        while j < b.len() && (b[j] == b' ' || b[j] == b'*') {
+            j += 1;
+        }
+        if j < b.len() && b[j] == b':' {
+            last = Some(j + 1);
+        }
+        pos = i + 1;
+    }
+    if let Some(start) = last {
+        let mut rest = &s[start..];
+        loop {
+            let (line, tail) = rest.split_once('\n').unwrap_or((rest, ""));
+            let content = final_answer_content(line);
+            if !py_strip(&content).is_empty() {
+                return Some(py_strip(&content).to_string());
+            }
+            if tail.is_empty() {
+                break;
+            }
+            if !py_strip(line).is_empty() {
+                break;
+            }
+            rest = tail;
+        }
+    }
+    last_boxed(&s)
+        .map(py_strip)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+}
+
+// ------------------------------------------------------------------------------------------------
+// Normalization
+
+/// Commands whose argument is kept and whose name is dropped.
+const UNWRAP: [&str; 12] = [
+    "\\boxed",
+    "\\fbox",
+    "\\textbf",
+    "\\textrm",
+    "\\textit",
+    "\\textnormal",
+    "\\text",
+    "\\mbox",
+    "\\mathrm",
+    "\\mathbf",
+    "\\mathit",
+    "\\operatorname",
+];
+
+/// Removed everywhere (spacing, sizing, decorations that do not change the value).
+const REMOVE: [&str; 22] = [
+    "\\left",
+    "\\right",
+    "\\displaystyle",
+    "\\!",
+    "\\,",
+    "\\;",
+    "\\:",
+    "\\ ",
+    "\\qquad",
+    "\\quad",
+    "^{\\circ}",
+    "^\\circ",
+    "\\circ",
+    "°",
+    "\\$",
+    "\\ldots",
+    "\\dots",
+    "{,}",
+    "\\(",
+    "\\)",
+    "\\[",
+    "\\]",
+];
+
+/// Unit words dropped at the end of an answer that has a value before them.
+const UNITS: [&str; 62] = [
+    "square",
+    "sq",
+    "cubic",
+    "ways",
+    "way",
+    "integers",
+    "dollars",
+    "dollar",
+    "mph",
+    "inches",
+    "inch",
+    "in",
+    "hours",
+    "hour",
+    "hr",
+    "km",
+    "units",
+    "unit",
+    "points",
+    "point",
+    "feet",
+    "foot",
+    "ft",
+    "minutes",
+    "minute",
+    "min",
+    "seconds",
+    "second",
+    "sec",
+    "digits",
+    "cents",
+    "cent",
+    "degrees",
+    "degree",
+    "cm",
+    "mm",
+    "m",
+    "gm",
+    "g",
+    "kg",
+    "pounds",
+    "pound",
+    "lbs",
+    "meters",
+    "meter",
+    "miles",
+    "mile",
+    "meals",
+    "edges",
+    "students",
+    "people",
+    "days",
+    "day",
+    "weeks",
+    "years",
+    "months",
+    "multiples",
+    "th",
+    "st",
+    "nd",
+    "rd",
+    "childrentickets",
+];
+
+/// A normalized answer: its canonical string and whether it carried a percent sign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Normalized {
+    /// Canonical form (no spaces, `\frac{a}{b}` spelled out, units and wrappers removed).
+    pub canon: String,
+    /// The answer had `%` / `\%` (removed from `canon`).
+    pub percent: bool,
+}
+
+fn replace_all(s: &str, pats: &[&str], with: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut last = 0;
+    while i < b.len() {
+        if let Some(p) = pats.iter().find(|p| s[i..].starts_with(**p)) {
+            out.push_str(&s[last..i]);
+            out.push_str(with);
+            i += p.len();
+            last = i;
+        } else {
+            i += 1;
+            while i < b.len() && !s.is_char_boundary(i) {
+                i += 1;
+            }
+        }
+    }
+    out.push_str(&s[last..]);
+    out
+}
+
+/// Replaces `\cmd{X}` by ` X ` for the commands in [`UNWRAP`] (`\text{and}` by `,`); linear.
+fn unwrap_commands(s: &str) -> String {
+    let m = brace_matches(s);
+    let b = s.as_bytes();
+    let mut drop_close = vec![false; b.len()];
+    let mut out = String::with_capacity(s.len() + 8);
+    let mut i = 0;
+    let mut last = 0;
+    while i < b.len() {
+        if b[i] == b'\\' {
+            if let Some(cmd) = UNWRAP.iter().find(|c| {
+                s[i..].starts_with(**c)
+                    && b.get(i + c.len()) == Some(&b'{')
+                    && m[i + c.len()] != usize::MAX
+            }) {
+                let open = i + cmd.len();
+                let close = m[open];
+                out.push_str(&s[last..i]);
+                if py_strip(&s[open + 1..close]) == "and" {
+                    out.push(',');
+                    i = close + 1;
+                    last = i;
+                    continue;
+                }
+                out.push(' ');
+                drop_close[close] = true;
+                i = open + 1;
+                last = i;
+                continue;
+            }
+        }
+        if b[i] == b'}' && drop_close[i] {
+            out.push_str(&s[last..i]);
+            out.push(' ');
+            i += 1;
+            last = i;
+            continue;
+        }
+        i += 1;
+    }
+    out.push_str(&s[last..]);
+    out
+}
+
+/// Drops trailing unit words (`5 square units`, `12 cm^2`) when a value remains before them.
+fn drop_units(s: &str) -> &str {
+    let s = py_strip(s);
+    // A power left alone by an unwrapped `\text{ cm}^2`: it goes with the unit before it.
+    for pow in ["^2", "^3", "^{2}", "^{3}"] {
+        if let Some(head) = s.strip_suffix(pow) {
+            let head = py_strip(head);
+            let dropped = drop_unit_words(head);
+            if dropped.len() < head.len() {
+                return dropped;
+            }
+        }
+    }
+    drop_unit_words(s)
+}
+
+fn drop_unit_words(s: &str) -> &str {
+    let mut s = py_strip(s);
+    // Bounded: hostile inputs ("5 m m m ...") must stay linear.
+    for _ in 0..4 {
+        let Some(cut) = s.rfind(is_py_space) else {
+            return s;
+        };
+        let word = &s[cut..].trim_start_matches(is_py_space);
+        let word = word.trim_end_matches('.');
+        let base = word
+            .strip_suffix("^2")
+            .or_else(|| word.strip_suffix("^3"))
+            .or_else(|| word.strip_suffix("^{2}"))
+            .or_else(|| word.strip_suffix("^{3}"))
+            .unwrap_or(word);
+        if !UNITS.iter().any(|u| base.eq_ignore_ascii_case(u)) {
+            return s;
+        }
+        let rest = py_strip(&s[..cut]);
+        let ends_value = rest
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_ascii_digit() || matches!(c, '}' | ')' | ']' | '.'))
+            || UNITS.iter().any(|u| {
+                rest.rsplit(is_py_space)
+                    .next()
+                    .is_some_and(|w| w.eq_ignore_ascii_case(u))
+            });
+        if rest.is_empty() || !ends_value {
+            return s;
+        }
+        s = rest;
+    }
+    s
+}
+
+/// `\frac12` -> `\frac{1}{2}`, `\frac1{2}`, `\frac{1}2`, `\sqrt3` -> `\sqrt{3}`; one pass with the
+/// brace table (spaces already removed).
+fn brace_shorthands(s: &str) -> String {
+    let m = brace_matches(s);
+    let b = s.as_bytes();
+    // wrap_at[i]: the single character at i is a group that needs braces.
+    let mut wrap_at = vec![false; b.len() + 1];
+    let mut out = String::with_capacity(s.len() + 16);
+    let group_end = |at: usize| -> Option<usize> {
+        // End (exclusive) of the group starting at `at`, or None when there is none.
+        match b.get(at)? {
+            b'{' => (m[at] != usize::MAX).then_some(m[at] + 1),
+            b'\\' | b'}' => None,
+            _ => Some(at + s[at..].chars().next()?.len_utf8()),
+        }
+    };
+    let mut i = 0;
+    let mut last = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && s[i..].starts_with("\\frac") {
+            let g1 = i + 5;
+            if let Some(e1) = group_end(g1) {
+                if b[g1] != b'{' {
+                    wrap_at[g1] = true;
+                }
+                if let Some(g2_end) = group_end(e1) {
+                    if b[e1] != b'{' {
+                        wrap_at[e1] = true;
+                    }
+                    let _ = g2_end;
+                }
+            }
+        } else if b[i] == b'\\' && s[i..].starts_with("\\sqrt") {
+            let g = i + 5;
+            if b.get(g).is_some_and(|&c| c != b'{' && c != b'[') && group_end(g).is_some() {
+                wrap_at[g] = true;
+            }
+        }
+        if wrap_at[i] {
+            let len = s[i..].chars().next().map_or(1, char::len_utf8);
+            out.push_str(&s[last..i]);
+            out.push('{');
+            out.push_str(&s[i..i + len]);
+            out.push('}');
+            i += len;
+            last = i;
+            continue;
+        }
+        i += 1;
+    }
+    out.push_str(&s[last..]);
+    out
+}
+
+/// True for a "variable" on the left of `x = 3`: a letter, a letter with a digit or subscript, or
+/// a Greek-letter command (`\alpha`).
+fn is_variable(lhs: &str) -> bool {
+    let lhs = lhs.trim_matches(is_py_space);
+    let mut chars = lhs.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() => {
+            let rest = chars.as_str();
+            rest.is_empty()
+                || (rest.len() == 1 && rest.as_bytes()[0].is_ascii_alphanumeric())
+                || (rest.starts_with('_') && rest.len() <= 6 && !rest.contains(['=', ',']))
+                || rest == "'"
+        }
+        Some('\\') => {
+            let name = chars.as_str();
+            !name.is_empty() && name.len() <= 8 && name.chars().all(|c| c.is_ascii_alphabetic())
+        }
+        _ => false,
+    }
+}
+
+/// Drops a short `x =` (or `x \in`) prefix.
+fn drop_assignment(s: &str) -> &str {
+    if s.matches('=').count() == 1 {
+        let (lhs, rhs) = s.split_once('=').unwrap_or((s, ""));
+        if is_variable(lhs) && !py_strip(rhs).is_empty() {
+            return rhs;
+        }
+    }
+    if let Some(k) = s.find("\\in") {
+        let after = &s[k + 3..];
+        if is_variable(&s[..k]) && !after.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            return after;
+        }
+    }
+    s
+}
+
+/// `1,234,567` (whole string, groups of three) -> `1234567`.
+fn drop_thousands(s: &str) -> String {
+    let body = s.strip_prefix(['-', '+']).unwrap_or(s);
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    let groups: Vec<&str> = int.split(',').collect();
+    let ok = groups.len() > 1
+        && (1..=3).contains(&groups[0].len())
+        && groups.iter().all(|g| g.bytes().all(|c| c.is_ascii_digit()))
+        && groups[1..].iter().all(|g| g.len() == 3)
+        && frac.bytes().all(|c| c.is_ascii_digit());
+    if ok {
+        s.replace(',', "")
+    } else {
+        s.to_string()
+    }
+}
+
+/// Canonical form of an answer string (see the module docs for the rules).
+pub fn normalize_math(answer: &str) -> Normalized {
+    let s = answer.replace(['\n', '\r'], " ").replace('\u{2212}', "-");
+    let s = replace_all(&s, &["\\dfrac", "\\tfrac"], "\\frac");
+    let s = replace_all(&s, &REMOVE, "");
+    let percent = s.contains('%');
+    let s = replace_all(&s, &["\\%", "%", "$"], "");
+    let s = unwrap_commands(&s);
+    let s = s.replace(",,", ",");
+    let s = drop_units(&s);
+    let s = drop_assignment(s);
+    let s = py_strip(s).trim_end_matches('.');
+    // `3 1/2` is a mixed number: keep it apart from `31/2` before spaces go.
+    let mixed = mixed_spaced(s);
+    let s: String = mixed
+        .as_deref()
+        .unwrap_or(s)
+        .chars()
+        .filter(|&c| !is_py_space(c))
+        .collect();
+    let s = brace_shorthands(&s);
+    let s = drop_thousands(&s);
+    let s = leading_zero(&s);
+    Normalized {
+        canon: s.trim_end_matches('.').to_string(),
+        percent,
+    }
+}
+
+/// `3 1/2` -> `3\frac{1}{2}` (integer, spaces, integer/integer; nothing else).
+fn mixed_spaced(s: &str) -> Option<String> {
+    let (whole, frac) = s.split_once(is_py_space)?;
+    let frac = py_strip(frac);
+    let (a, b) = frac.split_once('/')?;
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit());
+    let w = whole.strip_prefix(['-', '+']).unwrap_or(whole);
+    (digits(w) && digits(a) && digits(b)).then(|| format!("{whole}\\frac{{{a}}}{{{b}}}"))
+}
+
+/// `.5` -> `0.5` at the start and after `{`, `(`, `[`, `,`, `-`, `+`, `/`.
+fn leading_zero(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    let mut prev: Option<char> = None;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '.'
+            && chars.peek().is_some_and(char::is_ascii_digit)
+            && prev.map_or(true, |p| matches!(p, '{' | '(' | '[' | ',' | '-' | '+' | '/'))
+        {
+            out.push('0');
+        }
+        out.push(c);
+        prev = Some(c);
+    }
+    out
+}
+
+// ------------------------------------------------------------------------------------------------
+// Values
+
+/// An exact rational `num / den`, `den > 0`, reduced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rational {
+    num: i128,
+    den: i128,
+}
+
+fn gcd(mut a: i128, mut b: i128) -> i128 {
+    a = a.abs();
+    b = b.abs();
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+impl Rational {
+    fn new(num: i128, den: i128) -> Option<Self> {
+        if den == 0 || num == i128::MIN || den == i128::MIN {
+            return None;
+        }
+        let g = gcd(num, den).max(1);
+        let (mut n, mut d) = (num / g, den / g);
+        if d < 0 {
+            n = n.checked_neg()?;
+            d = d.checked_neg()?;
+        }
+        Some(Self { num: n, den: d })
+    }
+
+    fn div(self, o: Self) -> Option<Self> {
+        let g1 = gcd(self.num, o.num).max(1);
+        let g2 = gcd(self.den, o.den).max(1);
+        let n = (self.num / g1).checked_mul(o.den / g2)?;
+        let d = (self.den / g2).checked_mul(o.num / g1)?;
+        Self::new(n, d)
+    }
+
+    fn add(self, o: Self) -> Option<Self> {
+        let n = self
+            .num
+            .checked_mul(o.den)?
+            .checked_add(o.num.checked_mul(self.den)?)?;
+        Self::new(n, self.den.checked_mul(o.den)?)
+    }
+
+    fn neg(self) -> Option<Self> {
+        Some(Self {
+            num: self.num.checked_neg()?,
+            den: self.den,
+        })
+    }
+
+    /// An unsigned decimal `12`, `12.`, `0.5`, `12.50` (digits only; no exponent).
+    fn parse_unsigned_decimal(s: &str) -> Option<Self> {
+        let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+        if int.is_empty() && frac.is_empty() {
+            return None;
+        }
+        if !int.bytes().all(|c| c.is_ascii_digit()) || !frac.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        let frac = frac.trim_end_matches('0');
+        let int = int.trim_start_matches('0');
+        if int.len() + frac.len() > 36 {
+            return None;
+        }
+        let digits = format!("{int}{frac}");
+        let num: i128 = if digits.is_empty() {
+            0
+        } else {
+            digits.parse().ok()?
+        };
+        let den = 10i128.checked_pow(u32::try_from(frac.len()).ok()?)?;
+        Self::new(num, den)
+    }
+
+    fn parse_signed_decimal(s: &str) -> Option<Self> {
+        if let Some(rest) = s.strip_prefix('-') {
+            Self::parse_unsigned_decimal(rest)?.neg()
+        } else {
+            Self::parse_unsigned_decimal(s.strip_prefix('+').unwrap_or(s))
+        }
+    }
+}
+
+/// `\frac{A}{B}` with plain signed decimals A and B (the whole string).
+fn parse_frac(s: &str) -> Option<(Rational, usize)> {
+    let rest = s.strip_prefix("\\frac{")?;
+    let (a, rest) = rest.split_once('}')?;
+    let rest = rest.strip_prefix('{')?;
+    let (b, _) = rest.split_once('}')?;
+    let used = "\\frac{".len() + a.len() + 2 + b.len() + 1;
+    let v = Rational::parse_signed_decimal(a)?.div(Rational::parse_signed_decimal(b)?)?;
+    Some((v, used))
+}
+
+/// A number: signed decimal, `a/b`, `\frac{a}{b}`, `-\frac{a}{b}`, mixed `3\frac{1}{2}`.
+pub fn parse_number(s: &str) -> Option<Rational> {
+    let (neg, body) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let v = if let Some(v) = Rational::parse_unsigned_decimal(body) {
+        v
+    } else if let Some((v, used)) = parse_frac(body) {
+        (used == body.len()).then_some(v)?
+    } else if let Some(k) = body.find("\\frac{") {
+        // Mixed number: an integer immediately followed by a proper fraction.
+        let whole = &body[..k];
+        if whole.is_empty() || !whole.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        let (f, used) = parse_frac(&body[k..])?;
+        if k + used != body.len() || f.num < 0 {
+            return None;
+        }
+        Rational::parse_unsigned_decimal(whole)?.add(f)?
+    } else if let Some((a, b)) = body.split_once('/') {
+        let a = Rational::parse_signed_decimal(a)?;
+        let b = Rational::parse_signed_decimal(b)?;
+        a.div(b)?
+    } else {
+        return None;
+    };
+    if neg {
+        v.neg()
+    } else {
+        Some(v)
+    }
+}
+
+/// A value the fast path can compare.
+#[derive(Debug, Clone, PartialEq)]
+enum Value {
+    Number(Rational),
+    /// Anything else, compared by its canonical string.
+    Atom(String),
+    /// `(a, b)`, `[a, b)`, ... : the bracket characters and the elements, in order.
+    Tuple(char, char, Vec<Value>),
+    /// `\{a, b\}`: unordered.
+    Set(Vec<Value>),
+    /// `a, b` without brackets: ordered.
+    List(Vec<Value>),
+}
+
+/// Splits at top-level commas (outside `{}`, `()`, `[]`).
+fn split_top(s: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut depth: i64 = 0;
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        match c {
+            '{' | '(' | '[' => depth += 1,
+            '}' | ')' | ']' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+const MAX_DEPTH: usize = 4;
+const MAX_ELEMENTS: usize = 256;
+
+fn parse_value(s: &str, depth: usize) -> Value {
+    let atom = || Value::Atom(s.to_string());
+    if depth > MAX_DEPTH {
+        return atom();
+    }
+    let elements = |inner: &str| -> Option<Vec<Value>> {
+        let parts = split_top(inner);
+        if parts.len() > MAX_ELEMENTS || parts.iter().any(|p| p.is_empty()) {
+            return None;
+        }
+        Some(
+            parts
+                .into_iter()
+                .map(|p| parse_value(drop_assignment(p), depth + 1))
+                .collect(),
+        )
+    };
+    if let Some(inner) = s.strip_prefix("\\{").and_then(|r| r.strip_suffix("\\}")) {
+        return elements(inner).map_or_else(atom, Value::Set);
+    }
+    let (first, last) = (s.chars().next(), s.chars().last());
+    if let (Some(o @ ('(' | '[')), Some(c @ (')' | ']'))) = (first, last) {
+        let inner = &s[1..s.len() - 1];
+        if split_top(inner).len() > 1 {
+            return elements(inner).map_or_else(atom, |v| Value::Tuple(o, c, v));
+        }
+        if o == '(' && c == ')' {
+            // Plain parentheses around one value: `(3)`.
+            return parse_value(inner, depth + 1);
+        }
+    }
+    if split_top(s).len() > 1 {
+        return elements(s).map_or_else(atom, Value::List);
+    }
+    parse_number(s).map_or_else(atom, Value::Number)
+}
+
+fn values_equal(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x == y,
+        (Value::Atom(x), Value::Atom(y)) => x == y,
+        (Value::Tuple(o1, c1, x), Value::Tuple(o2, c2, y)) => {
+            o1 == o2 && c1 == c2 && all_equal(x, y)
+        }
+        (Value::List(x), Value::List(y)) => all_equal(x, y),
+        (Value::Set(x), Value::Set(y)) => {
+            // Multiset equality by matching (sets are short; MAX_ELEMENTS bounds the work).
+            if x.len() != y.len() {
+                return false;
+            }
+            let mut used = vec![false; y.len()];
+            x.iter().all(|e| {
+                let hit = (0..y.len()).find(|&j| !used[j] && values_equal(e, &y[j]));
+                hit.map(|j| used[j] = true).is_some()
+            })
+        }
+        _ => false,
+    }
+}
+
+fn all_equal(x: &[Value], y: &[Value]) -> bool {
+    x.len() == y.len() && x.iter().zip(y).all(|(a, b)| values_equal(a, b))
+}
+
+/// Equivalence of two normalized answers. With `percent`, an answer with a percent sign also
+/// equals its value divided by 100 (`50\%` == `0.5`).
+pub fn normalized_equal(p: &Normalized, g: &Normalized, percent: bool) -> bool {
+    if p.canon.is_empty() || g.canon.is_empty() {
+        return false;
+    }
+    if p.canon == g.canon {
+        return true;
+    }
+    let (vp, vg) = (parse_value(&p.canon, 0), parse_value(&g.canon, 0));
+    if values_equal(&vp, &vg) {
+        return true;
+    }
+    if percent && p.percent != g.percent {
+        if let (Value::Number(x), Value::Number(y)) = (&vp, &vg) {
+            let hundred = Rational { num: 100, den: 1 };
+            let (pc, other) = if p.percent { (x, y) } else { (y, x) };
+            return pc.div(hundred).is_some_and(|v| v == *other);
+        }
+    }
+    false
+}
+
+/// True when `pred` and `gold` (answer strings, not whole responses) are equivalent.
+pub fn math_equal(pred: &str, gold: &str, percent: bool) -> bool {
+    normalized_equal(&normalize_math(pred), &normalize_math(gold), percent)
+}
+
+/// Scores one response against its golds: `Some(true)` correct, `Some(false)` an answer that is
+/// not equal, `None` no answer found.
+pub fn judge_response(response: &str, golds: &[Normalized], percent: bool) -> Option<bool> {
+    let answer = extract_math_answer(response)?;
+    let p = normalize_math(&answer);
+    Some(golds.iter().any(|g| normalized_equal(&p, g, percent)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extraction() {
+        let e = |s: &str| extract_math_answer(s);
+        assert_eq!(e("so\nFinal Answer: 42\nmore"), Some("42".into()));
+        assert_eq!(e("final answer: 1\nFINAL ANSWER: $x = 3$."), Some("x = 3".into()));
+        assert_eq!(e("Final Answer: The final answer is $7$. I hope it is correct."), Some("7".into()));
+        assert_eq!(e("\\boxed{1} then \\boxed{\\frac{1}{2}}"), Some("\\frac{1}{2}".into()));
+        assert_eq!(e("\\boxed{3} and \\boxed{4"), Some("3".into()));
+        assert_eq!(e("<Summary>Final Answer: 5</Summary>junk"), Some("5".into()));
+        assert_eq!(e("Final Answer:\n\n\\boxed{9}"), Some("9".into()));
+        assert_eq!(e("nothing here"), None);
+        assert_eq!(e("\\boxed{}"), None);
+    }
+
+    #[test]
+    fn normalization_rules() {
+        let n = |s: &str| normalize_math(s).canon;
+        assert_eq!(n("\\left( 1, 2 \\right)"), "(1,2)");
+        assert_eq!(n("\\dfrac12"), "\\frac{1}{2}");
+        assert_eq!(n("\\tfrac{1}2"), "\\frac{1}{2}");
+        assert_eq!(n("2\\sqrt3"), "2\\sqrt{3}");
+        assert_eq!(n("90^\\circ"), "90");
+        assert_eq!(n("\\$1,000.50"), "1000.50");
+        assert_eq!(n("12 \\text{ cm}^2"), "12");
+        assert_eq!(n("5 square units"), "5");
+        assert_eq!(n("x = 3"), "3");
+        assert_eq!(n("3x"), "3x");
+        assert_eq!(n(".5"), "0.5");
+        assert_eq!(n("\\textbf{(B)}"), "(B)");
+        assert_eq!(n("3 1/2"), "3\\frac{1}{2}");
+        assert!(normalize_math("50\\%").percent);
+    }
+
+    #[test]
+    fn equivalences() {
+        let eq = |a: &str, b: &str| math_equal(a, b, false);
+        assert!(eq("0.5", "\\frac{1}{2}") && eq("1/2", "\\frac12") && eq("2/4", ".5"));
+        assert!(eq("+007", "7") && eq("-\\frac{1}{2}", "\\frac{-1}{2}"));
+        assert!(eq("3\\frac{1}{2}", "3.5") && eq("-3 1/2", "-7/2"));
+        assert!(eq("(0.5, 1)", "(\\frac{1}{2},1)") && eq("\\{2,1\\}", "\\{1,2\\}"));
+        assert!(eq("x=3", "3") && eq("50\\%", "50"));
+        assert!(!eq("1/2", "2") && !eq("0.5", "0.05") && !eq("(1,2)", "(2,1)"));
+        assert!(!eq("x=3", "3x") && !eq("[1,2)", "(1,2)") && !eq("", ""));
+        assert!(!eq("50\\%", "0.5") && math_equal("50\\%", "0.5", true));
+        assert!(eq("1/0", "1/0") && !eq("1/0", "2/0"));
+    }
+
+    #[test]
+    fn linear_on_hostile_input() {
+        let deep = format!("\\boxed{{{}}}", "{".repeat(100_000) + &"}".repeat(100_000));
+        let t = std::time::Instant::now();
+        let a = extract_math_answer(&deep).unwrap();
+        assert!(!math_equal(&a, "1", false));
+        let fracs = "\\frac{".repeat(50_000) + &"1}{2}".repeat(50_000);
+        assert!(!math_equal(&fracs, "1", false));
+        let big = "Final Answer: ".to_string() + &"\\boxed{1".repeat(100_000);
+        let _ = extract_math_answer(&big);
+        assert!(t.elapsed().as_secs_f64() < 5.0);
+    }
+}
