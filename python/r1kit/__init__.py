@@ -20,6 +20,7 @@ import torch  # noqa: F401  # isort: skip
 from importlib.metadata import PackageNotFoundError, version
 
 from r1kit import _core, rewards, rl
+from r1kit import search
 from r1kit.curriculum import NoiseSchedule
 from r1kit.errors import (
     ArgumentError,
@@ -81,5 +82,6 @@ __all__ = [
     "get_num_threads",
     "rewards",
     "rl",
+    "search",
     "set_num_threads",
 ]

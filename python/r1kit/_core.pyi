@@ -298,3 +298,21 @@ def parallel_r1_rewards(
     decoder: TokenDecoder | None = None,
     tags: Sequence[str] | Sequence[int] | None = None,
 ) -> torch.Tensor: ...
+
+# --- search ---
+
+def observation_mask(
+    input_ids: torch.Tensor,
+    info_open: int,
+    info_close: int,
+    attention_mask: torch.Tensor | None = None,
+    before: Sequence[int] | None = None,
+    after: Sequence[int] | None = None,
+    path: str | None = None,
+) -> torch.Tensor:
+    """Observation loss mask from token ids (see ``r1kit.search.observation_mask``)."""
+
+def spans_mask(
+    lengths: Sequence[int], width: int, spans: Sequence[tuple[int, int, int]]
+) -> torch.Tensor:
+    """int64 loss mask from recorded (row, start, end) spans (see ``r1kit.search.spans_mask``)."""

@@ -6,6 +6,7 @@ mod errors;
 mod rewards;
 mod rl;
 mod schedule;
+mod search;
 mod tensor;
 
 use pyo3::prelude::*;
@@ -37,5 +38,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<schedule::NoiseSchedule>()?;
     rl::register(m)?;
     rewards::register(m)?;
+    search::register(m)?;
     Ok(())
 }
