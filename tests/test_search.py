@@ -159,7 +159,7 @@ def test_policy_text_is_cut_at_stop_strings_and_observation_tags() -> None:
         }
     )
     out = env().rollout(policy, ["Q0: a", "Q1: b"], ["a", "b"], ["Rome", "Paris"], 1)
-    assert out.policy_texts[0] == ["<search>capital of Italy</search>", "<answer>Rome"]
+    assert out.policy_texts[0] == ["<search>capital of Italy</search>"] + ["<answer>Rome"] * 2
     # An unclosed answer is no answer; the final turn still runs and makes no call.
     assert out.actions[0] == ["search", "invalid", "invalid"]
     assert out.policy_texts[1][0] == "I will make it up "
@@ -517,8 +517,9 @@ def test_bad_env_arguments() -> None:
     sim, sched = CorpusSimulator(FACTS, k=2), r1kit.NoiseSchedule(0.0, 0.5, 10)
     with pytest.raises(r1kit.ArgumentError, match="`max_turns`: expected at least 1"):
         SearchEnv(sim, sched, TOK, max_turns=0, topk=2)
-    with pytest.raises(r1kit.ArgumentError, match="`topk`.*k = 2"):
-        SearchEnv(sim, sched, TOK, topk=5)
+    with pytest.raises(r1kit.ArgumentError, match="`topk`: expected at most the simulator's k = 2"):
+        SearchEnv(sim, sched, TOK, topk=3)
+    assert SearchEnv(sim, sched, TOK).topk == 2
     plain = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
     with pytest.raises(r1kit.ArgumentError, match="`tokenizer`.*'<information>' to be one token"):
         SearchEnv(sim, sched, plain, topk=2)

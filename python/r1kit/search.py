@@ -589,7 +589,14 @@ class _Tokenizer:
 
     def single_id(self, tag: str) -> int:
         ids = self.encode([tag])[0]
-        if len(ids) != 1:
+        if self.raw:
+            vocab_id = self.tok.token_to_id(tag)
+        else:
+            vocab_id = self.tok.convert_tokens_to_ids(tag)
+            if vocab_id == self.tok.unk_token_id:
+                vocab_id = None
+        # One token, and the tag's own (not an unknown-token id that any text may produce).
+        if vocab_id is None or ids != [vocab_id]:
             raise ArgumentError(
                 f"`tokenizer`: expected {tag!r} to be one token (add the tags, e.g. "
                 f"tokenizer.add_special_tokens(r1kit.search.TAGS)), got ids {ids}"
@@ -696,7 +703,8 @@ class SearchEnv:
         max_turns: Turns that may search (>= 1); one final turn without search follows.
         max_obs_tokens: Most tokens of one observation, tags and surrounding newlines included;
             longer documents are cut at a token boundary and the closing tag kept.
-        topk: Documents per search; must equal the simulator's ``k`` when it has one.
+        topk: Documents kept per search (the first ones); default: the simulator's ``k``
+            (5 for a simulator without one); at most the simulator's ``k``.
         seed: Seed of the noise draws.
 
     Raises:
@@ -712,7 +720,7 @@ class SearchEnv:
         tokenizer: Any,
         max_turns: int = 2,
         max_obs_tokens: int = 512,
-        topk: int = 5,
+        topk: int | None = None,
         seed: int = 0,
     ) -> None:
         if not callable(simulator):
@@ -729,11 +737,13 @@ class SearchEnv:
                 raise ArgumentTypeError(f"`{name}`: expected an int, got {type(value).__name__}")
         if max_turns < 1:
             raise ArgumentError(f"`max_turns`: expected at least 1 turn, got {max_turns}")
-        self.topk = _check_k(topk)
         sim_k = getattr(simulator, "k", None)
-        if isinstance(sim_k, int) and sim_k != self.topk:
+        sim_k = sim_k if isinstance(sim_k, int) and not isinstance(sim_k, bool) else None
+        self.topk = _check_k(topk if topk is not None else sim_k or 5)
+        if sim_k is not None and sim_k < self.topk:
             raise ArgumentError(
-                f"`topk`: expected the simulator's k = {sim_k} documents per call, got {topk}"
+                f"`topk`: expected at most the simulator's k = {sim_k} documents per call, "
+                f"got {topk}"
             )
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ArgumentTypeError(f"`seed`: expected an int, got {type(seed).__name__}")
