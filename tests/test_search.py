@@ -96,7 +96,10 @@ def env(p: float = 0.0, **kw: object) -> SearchEnv:
 def test_scripted_rollout_transcript_mask_rewards(tensor_path: str) -> None:
     policy = scripted(
         {
-            0: ["<think>look it up</think><search> capital of France </search>", "<answer>Paris</answer>"],
+            0: [
+                "<think>look it up</think><search> capital of France </search>",
+                "<answer>Paris</answer>",
+            ],
             1: ["I am not sure.", "<answer>Shakespeare</answer> trailing text"],
             2: ["hmm"],
         }
@@ -247,7 +250,9 @@ def test_noise_follows_the_schedule_and_the_draws() -> None:
     e = SearchEnv(CorpusSimulator(FACTS, k=2), schedule, TOK, max_turns=2, topk=2, seed=seed)
     policy = scripted({i: ["<search>capital of France</search>"] for i in range(n)})
     keys = [f"uid-{i}" for i in range(n)]
-    out = e.rollout(policy, [f"Q{i}: x" for i in range(n)], ["x"] * n, ["Paris"] * n, step, keys=keys)
+    out = e.rollout(
+        policy, [f"Q{i}: x" for i in range(n)], ["x"] * n, ["Paris"] * n, step, keys=keys
+    )
     for turn in (0, 1):
         flags = [row[turn] for row in out.noisy]
         expected = schedule.draw_noisy(step, keys, turn, seed).tolist()
@@ -272,7 +277,9 @@ def _docs_of(out: r1kit.search.SearchRollout) -> list[str]:
 
 def test_same_seed_same_rollout_other_seed_other_draws() -> None:
     n = 64
-    policy_script = {i: ["<search>capital of Italy</search>", "<answer>Rome</answer>"] for i in range(n)}
+    policy_script = {
+        i: ["<search>capital of Italy</search>", "<answer>Rome</answer>"] for i in range(n)
+    }
     prompts, qs, golds = [f"Q{i}: x" for i in range(n)], ["x"] * n, ["Rome"] * n
 
     def run(seed: int) -> r1kit.search.SearchRollout:
@@ -323,7 +330,9 @@ def test_llm_simulator_prompts_and_parsing() -> None:
 )
 def test_llm_simulator_too_few_or_badly_formatted(output: str, found: int) -> None:
     sim = LLMSimulator(lambda ps: ["Doc 1: x\nDoc 2: y", output], k=2)
-    with pytest.raises(SimulatorError, match=rf"output 1 \(row 7, turn 1, query 'q'\).*found {found}") as e:
+    with pytest.raises(
+        SimulatorError, match=rf"output 1 \(row 7, turn 1, query 'q'\).*found {found}"
+    ) as e:
         sim([req(row=3), req("q", row=7)])
     assert (e.value.row, e.value.turn) == (7, 1)
 
@@ -357,7 +366,9 @@ def test_simulator_that_raises_names_row_and_turn() -> None:
                 raise KeyError("no index")
             return ["Doc 1: a\nDoc 2: b"] * len(requests)
 
-    policy = scripted({0: ["<search>fine</search>", "<answer>x</answer>"], 1: ["x", "<search>bad</search>"]})
+    policy = scripted(
+        {0: ["<search>fine</search>", "<answer>x</answer>"], 1: ["x", "<search>bad</search>"]}
+    )
     with pytest.raises(SimulatorError, match=r"turn 1 for rows \[1\] \(row 1\).*no index") as e:
         env(simulator=Flaky()).rollout(policy, ["Q0: a", "Q1: b"], ["a", "b"], ["x", "y"], 1)
     assert (e.value.row, e.value.turn) == (1, 1)
@@ -369,7 +380,9 @@ def test_simulator_that_raises_names_row_and_turn() -> None:
             return ["Doc 1: a\nDoc 2: b"][: len(requests) - 1]
 
     policy = scripted({0: ["<search>q</search>"], 1: ["<search>q</search>"]})
-    with pytest.raises(SimulatorError, match=r"turn 0: expected 2 documents texts \(rows \[0, 1\]\)"):
+    with pytest.raises(
+        SimulatorError, match=r"turn 0: expected 2 documents texts \(rows \[0, 1\]\)"
+    ):
         env(simulator=Short()).rollout(policy, ["Q0: a", "Q1: b"], ["a", "b"], ["x", "y"], 1)
 
 
@@ -401,9 +414,10 @@ def test_llm_simulator_from_hf_decodes_only_new_tokens() -> None:
             return torch.cat([input_ids, reply.expand(input_ids.shape[0], -1)], dim=1)
 
     sim = LLMSimulator.from_hf(FakeModel(), hf, k=2, max_new_tokens=32)
-    assert sim([req(), req("longer query about the capital", noisy=True)]) == [
-        "Doc 1: x.\nDoc 2: y."
-    ] * 2
+    assert (
+        sim([req(), req("longer query about the capital", noisy=True)])
+        == ["Doc 1: x.\nDoc 2: y."] * 2
+    )
     assert hf.padding_side == "right"  # restored
     # The adapter also takes transformers tokenizers in the env.
     out = SearchEnv(sim, r1kit.NoiseSchedule(0.0, 0.0, 1), hf, topk=2).rollout(
@@ -476,12 +490,15 @@ def test_long_observation_is_cut_with_the_closing_tag_kept(tensor_path: str) -> 
             return [long_docs] * len(requests)
 
     e = env(simulator=Verbose(), max_obs_tokens=30)
-    out = e.rollout(scripted({0: ["<search>q</search>", "<answer>a</answer>"]}), ["Q0: x"], ["x"], ["a"], 1)
-    (start, end), = out.obs_spans[0]
+    out = e.rollout(
+        scripted({0: ["<search>q</search>", "<answer>a</answer>"]}), ["Q0: x"], ["x"], ["a"], 1
+    )
+    ((start, end),) = out.obs_spans[0]
     assert end - start == 30
     block = out.response_ids[0, start:end].tolist()
     budget = 30 - 6  # "\n\n" twice (2 tokens each) and the two tags
-    assert block == enc("\n\n") + [e.info_open_id] + enc(long_docs)[:budget] + [e.info_close_id] + enc("\n\n")
+    nl = enc("\n\n")
+    assert block == [*nl, e.info_open_id, *enc(long_docs)[:budget], e.info_close_id, *nl]
     assert out.responses[0] == "<search>q</search>" + obs(long_docs[:budget]) + "<answer>a</answer>"
     assert torch.equal(e.observation_mask(out.response_ids, out.response_mask), out.loss_mask)
     with pytest.raises(r1kit.ArgumentError, match="max_obs_tokens"):
@@ -493,7 +510,7 @@ def test_long_observation_is_cut_with_the_closing_tag_kept(tensor_path: str) -> 
 
 def test_bad_rollout_inputs() -> None:
     e, policy = env(), scripted({0: ["<answer>a</answer>"]})
-    with pytest.raises(r1kit.ShapeError, match="`questions`.*1.*2"):
+    with pytest.raises(r1kit.ShapeError, match=r"`questions`.*1.*2"):
         e.rollout(policy, ["Q0: a"], ["a", "b"], ["a"], 1)
     with pytest.raises(r1kit.ShapeError, match="`golds`"):
         e.rollout(policy, ["Q0: a"], ["a"], [], 1)
@@ -521,7 +538,7 @@ def test_bad_env_arguments() -> None:
         SearchEnv(sim, sched, TOK, topk=3)
     assert SearchEnv(sim, sched, TOK).topk == 2
     plain = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
-    with pytest.raises(r1kit.ArgumentError, match="`tokenizer`.*'<information>' to be one token"):
+    with pytest.raises(r1kit.ArgumentError, match=r"`tokenizer`.*'<information>' to be one token"):
         SearchEnv(sim, sched, plain, topk=2)
     with pytest.raises(r1kit.ArgumentTypeError, match="`tokenizer`"):
         SearchEnv(sim, sched, object(), topk=2)
@@ -550,7 +567,9 @@ def test_observation_mask_hand_worked(tensor_path: str) -> None:
     assert observation_mask(ids, 1, 2, am.float()).dtype == torch.float32
 
 
-def python_mask(ids: list[int], valid: list[bool], before: list[int], after: list[int]) -> list[int]:
+def python_mask(
+    ids: list[int], valid: list[bool], before: list[int], after: list[int]
+) -> list[int]:
     """The rule of the docs, written independently: find observations, then their frames."""
     out = [1 if v else 0 for v in valid]
     pos = [t for t in range(len(ids)) if valid[t]]  # padding is skipped by the scan
@@ -570,7 +589,12 @@ def python_mask(ids: list[int], valid: list[bool], before: list[int], after: lis
         if b and t0 >= b and ids[t0 - b : t0] == before and all(valid[t0 - b : t0]):
             out[t0 - b : t0] = [0] * b
         a = len(after)
-        if j < len(pos) and a and ids[t1 + 1 : t1 + 1 + a] == after and all(valid[t1 + 1 : t1 + 1 + a]):
+        if (
+            j < len(pos)
+            and a
+            and ids[t1 + 1 : t1 + 1 + a] == after
+            and all(valid[t1 + 1 : t1 + 1 + a])
+        ):
             out[t1 + 1 : t1 + 1 + a] = [0] * a
         k = end + 1
     return out
@@ -578,7 +602,10 @@ def python_mask(ids: list[int], valid: list[bool], before: list[int], after: lis
 
 @settings(max_examples=150, deadline=None)
 @given(
-    rows=st.lists(st.lists(st.sampled_from([0, 1, 2, 9, 9, 4]), min_size=8, max_size=8), min_size=1, max_size=4),
+    rows=st.lists(
+        st.lists(st.sampled_from([0, 1, 2, 9, 9, 4]), min_size=8, max_size=8),
+        min_size=1, max_size=4,
+    ),
     valid=st.lists(st.booleans(), min_size=32, max_size=32),
     before=st.lists(st.sampled_from([9, 4]), max_size=2),
     after=st.lists(st.sampled_from([9, 4]), max_size=2),

@@ -559,7 +559,7 @@ def spans_mask(
         tensor([[1, 0, 0, 1, 0],
                 [1, 1, 0, 0, 0]])
     """
-    return _core.spans_mask(list(lengths), width, [tuple(s) for s in spans])
+    return _core.spans_mask(list(lengths), width, [(r, s, e) for r, s, e in spans])
 
 
 class _Tokenizer:
@@ -617,7 +617,7 @@ def _first_action(text: str) -> tuple[Action, str | None]:
     s, a = text.find("<search>"), text.find("<answer>")
     if s < 0 and a < 0:
         return "invalid", None
-    tag = "search" if a < 0 or (0 <= s < a) else "answer"
+    tag: Action = "search" if a < 0 or (0 <= s < a) else "answer"
     start = (s if tag == "search" else a) + len(tag) + 2
     end = text.find(f"</{tag}>", start)
     if end < 0:
@@ -872,13 +872,13 @@ class SearchEnv:
         n = len(prompts)
         for name, seq in (("questions", questions), ("golds", golds)):
             if len(seq) != n:
-                raise ShapeError(
-                    f"`{name}`: expected one entry per prompt ({n}), got {len(seq)}"
-                )
+                raise ShapeError(f"`{name}`: expected one entry per prompt ({n}), got {len(seq)}")
         for name, seq in (("prompts", prompts), ("questions", questions)):
             for i, s in enumerate(seq):
                 if not isinstance(s, str):
-                    raise ArgumentTypeError(f"`{name}[{i}]`: expected a str, got {type(s).__name__}")
+                    raise ArgumentTypeError(
+                        f"`{name}[{i}]`: expected a str, got {type(s).__name__}"
+                    )
         gold_lists: list[tuple[str, ...]] = []
         for i, g in enumerate(golds):
             if isinstance(g, str):
@@ -890,9 +890,9 @@ class SearchEnv:
                     f"`golds[{i}]`: expected a str or a non-empty list of str, got {g!r}"
                 )
         if keys is None:
-            row_keys: list[int] | list[str] = list(range(n))
+            row_keys: list[Any] = list(range(n))
         else:
-            row_keys = list(keys)  # type: ignore[assignment]
+            row_keys = list(keys)
             if len(row_keys) != n:
                 raise ShapeError(f"`keys`: expected one key per prompt ({n}), got {len(row_keys)}")
         self.schedule.probability(step)  # validates step before any generation
@@ -985,8 +985,17 @@ class SearchEnv:
             active = still
 
         return self._assemble(
-            prompts, gold_lists, responses, ids, spans, policy_texts, actions, queries, noisy,
-            requests, calls,
+            prompts,
+            gold_lists,
+            responses,
+            ids,
+            spans,
+            policy_texts,
+            actions,
+            queries,
+            noisy,
+            requests,
+            calls,
         )
 
     def _assemble(
@@ -1021,9 +1030,7 @@ class SearchEnv:
                 response_t[i, : len(ids[i])] = torch.tensor(ids[i], dtype=torch.int64)
                 response_m[i, : len(ids[i])] = 1
         lengths = [len(r) for r in ids]
-        loss_mask = spans_mask(
-            lengths, r_len, [(i, s, e) for i in range(n) for s, e in spans[i]]
-        )
+        loss_mask = spans_mask(lengths, r_len, [(i, s, e) for i in range(n) for s, e in spans[i]])
         policy_only = ["".join(t) for t in policy_texts]
         scores = qa_scores(policy_only, [list(g) for g in golds], metric="f1")
         answers = extract_answer(policy_only)
