@@ -25,3 +25,9 @@ def test_readme_python_blocks_run() -> None:
     torch.testing.assert_close(
         advantages[:2, 0], torch.tensor([0.7071, -0.7071]), atol=1e-4, rtol=0
     )
+    qa, math = namespace["qa"], namespace["math"]
+    assert isinstance(qa, torch.Tensor) and qa.tolist() == [1.0, 0.0]
+    assert isinstance(math, torch.Tensor) and math.tolist() == [1.0, 0.0]
+    step9 = namespace["step9"]
+    assert isinstance(step9, torch.Tensor)
+    torch.testing.assert_close(step9, torch.tensor([1.2, 1.0, -1.0]))

@@ -204,6 +204,22 @@ def entropy_from_logits(logits: torch.Tensor, path: str | None = None) -> torch.
 
 # --- rewards ---
 
+__all__ += [
+    "TokenDecoder",
+    "extract_answer",
+    "extract_math_answer",
+    "math_equal",
+    "math_judge",
+    "math_scores",
+    "normalize_answer",
+    "normalize_math_answer",
+    "parallel_format",
+    "parallel_r1_recipe",
+    "parallel_r1_rewards",
+    "qa_format_scores",
+    "qa_scores",
+]
+
 @final
 class TokenDecoder:
     """A tokenizer.json decoder in Rust (``tokenizers`` crate); decodes batches in parallel."""

@@ -13,7 +13,8 @@ Example:
     ...                     "<answer>Shakespeare, the playwright</answer>"],
     ...                    [["William Shakespeare", "Shakespeare"], "William Shakespeare"])
     tensor([1.0000, 0.5000])
-    >>> rewards.math_scores(["... Final Answer: x = 0.5", "\\\\boxed{\\\\frac{1}{3}}"], ["\\\\frac12", "3"])
+    >>> rewards.math_scores(["... Final Answer: x = 0.5", "\\\\boxed{\\\\frac{1}{3}}"],
+    ...                     ["\\\\frac12", "3"])
     tensor([1., 0.])
 """
 
@@ -241,8 +242,10 @@ def math_equal(pred: str, gold: str, *, percent: bool = False) -> bool:
     ``50\\%`` equal ``0.5`` (by default ``50\\%`` equals ``50``).
 
     Example:
-        >>> math_equal("0.5", "\\\\frac{1}{2}"), math_equal("(1,2)", "(2,1)"), math_equal("x=3", "3x")
-        (True, False, False)
+        >>> math_equal("0.5", "\\\\frac{1}{2}"), math_equal("(1,2)", "(2,1)")
+        (True, False)
+        >>> math_equal("x = 3", "3"), math_equal("x=3", "3x")
+        (True, False)
     """
     return _core.math_equal(pred, gold, percent)
 
@@ -276,7 +279,8 @@ def math_scores(
         ArgumentError: for an empty gold list, an unknown fallback or a missing math-verify.
 
     Example:
-        >>> math_scores(["Final Answer: 1/2", "\\\\boxed{2}", ""], ["0.5", "\\\\frac12", "1"], 1.0, -1.0)
+        >>> responses = ["Final Answer: 1/2", "\\\\boxed{2}", ""]
+        >>> math_scores(responses, ["0.5", "\\\\frac12", "1"], 1.0, -1.0)
         tensor([ 1., -1., -1.])
     """
     if fallback is None:
@@ -296,7 +300,7 @@ def math_scores(
         else:
             if decoder is None:  # pragma: no cover - _core.math_judge raised already
                 raise ArgumentError("`decoder`: expected a TokenDecoder when ids= is given")
-            texts = decoder.decode(ids, attention_mask)
+            texts = decoder.decode(ids if ids is not None else [], attention_mask)
         gold_lists = [[g] if isinstance(g, str) else list(g) for g in golds]
         jobs = [
             (answers[i], texts[i] if answers[i] is None else None, gold_lists[i]) for i in retry
@@ -304,9 +308,7 @@ def math_scores(
         for i, ok in zip(retry, _math_verify.verify_batch(jobs, timeout), strict=True):
             if ok:
                 codes[i] = 1
-    return torch.tensor(
-        [correct if c == 1 else incorrect for c in codes], dtype=torch.float32
-    )
+    return torch.tensor([correct if c == 1 else incorrect for c in codes], dtype=torch.float32)
 
 
 @dataclass(frozen=True)
@@ -343,7 +345,8 @@ def parallel_format(
 
     Example:
         >>> f = parallel_format(["<Parallel><Path>a</Path><Path>b</Path></Parallel>"
-        ...                      "<Summary>s</Summary> Final Answer: 3", "plain", "<Parallel><Path>a"])
+        ...                      "<Summary>s</Summary> Final Answer: 3", "plain",
+        ...                      "<Parallel><Path>a"])
         >>> f.valid.tolist(), f.uses_parallel.tolist(), f.paths, f.status
         ([True, True, False], [True, False, False], [[2], [], [1]], ['ok', 'ok', 'truncated'])
     """
