@@ -7,6 +7,7 @@ import torch
 
 __all__ = [
     "NoiseSchedule",
+    "TokenDecoder",
     "_resolve_path",
     "_roundtrip",
     "_tensor_info",
@@ -14,6 +15,8 @@ __all__ = [
     "agg_loss_backward",
     "apply_kl_penalty",
     "entropy_from_logits",
+    "extract_answer",
+    "extract_math_answer",
     "gae",
     "get_num_threads",
     "grpo",
@@ -24,13 +27,25 @@ __all__ = [
     "masked_mean",
     "masked_var",
     "masked_whiten",
+    "math_equal",
+    "math_judge",
+    "math_scores",
+    "normalize_answer",
+    "normalize_math_answer",
+    "observation_mask",
     "outcome",
+    "parallel_format",
+    "parallel_r1_recipe",
+    "parallel_r1_rewards",
     "policy_loss",
     "policy_loss_backward",
+    "qa_format_scores",
+    "qa_scores",
     "reinforce_plus_plus",
     "remax",
     "rloo",
     "set_num_threads",
+    "spans_mask",
 ]
 
 def set_num_threads(n: int) -> None:

@@ -36,11 +36,13 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 from r1kit import _core
@@ -398,6 +400,17 @@ def _norm(text: str) -> str:
     return f" {normalize_answer(text)} "
 
 
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    """SplitMix64's output function of ``x`` (a counter-based draw)."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
 class CorpusSimulator:
     """A model-free simulator over a table of ``(entity, relation, value)`` facts.
 
@@ -444,20 +457,52 @@ class CorpusSimulator:
             raise ArgumentError("`facts`: expected at least one fact, got none")
         self.facts = tuple(checked)
         self._norm = [(_norm(e), _norm(r)) for e, r, _ in self.facts]
+        # Facts by the first word of their entity: a lookup only tests facts the text names.
+        self._by_word: dict[str, list[int]] = {}
+        for i, (e, _) in enumerate(self._norm):
+            words = e.split()
+            if words:
+                self._by_word.setdefault(words[0], []).append(i)
+        self._noisy_docs = [
+            _NOISY_DOC.format(entity=e, relation=r, value=v) for e, r, v in self.facts
+        ]
+        self._noisy_norm = [_norm(d) for d in self._noisy_docs]
 
     def lookup(self, text: str) -> tuple[str, str, str] | None:
-        """The fact ``text`` asks about: entity and relation both mentioned (longest entity)."""
+        """The fact ``text`` asks about: entity and relation both mentioned (longest first)."""
         t = _norm(text)
+        candidates = sorted({i for w in set(t.split()) for i in self._by_word.get(w, ())})
         best: tuple[int, int] | None = None
-        for i, (e, r) in enumerate(self._norm):
-            if e.strip() and r.strip() and e in t and r in t:
-                score = (len(e) + len(r), -i)
-                if best is None or score > (best[0], -best[1]):
-                    best = (score[0], i)
+        for i in candidates:
+            e, r = self._norm[i]
+            if r.strip() and e in t and r in t and (best is None or len(e) + len(r) > best[0]):
+                best = (len(e) + len(r), i)
         return None if best is None else self.facts[best[1]]
 
-    def _rank(self, query: str, i: int) -> int:
-        return hash_key(f"{self.seed}\x1f{query}\x1f{i}")
+    def _noisy_choice(self, query: str, skip: Callable[[int], bool]) -> list[str]:
+        """Up to ``k`` distinct noisy documents in an order drawn from ``(seed, query)``."""
+        n = len(self.facts)
+        base = hash_key(f"{self.seed}\x1f{query}") & _MASK64
+        chosen: list[int] = []
+        seen: set[int] = set()
+
+        def take(i: int) -> None:
+            if i not in seen:
+                seen.add(i)
+                if not skip(i):
+                    chosen.append(i)
+
+        # Counter-based draws (SplitMix64 of base + c), then a sweep so that none is missed.
+        for c in range(8 * self.k + 16):
+            if len(chosen) == self.k:
+                break
+            take(_splitmix64(base + c) % n)
+        start = base % n
+        for j in range(n):
+            if len(chosen) == self.k:
+                break
+            take((start + j) % n)
+        return [self._noisy_docs[i] for i in chosen]
 
     def documents(self, request: SimRequest) -> list[str]:
         """The ``k`` documents of one request."""
@@ -478,16 +523,14 @@ class CorpusSimulator:
         banned = [_norm(a) for a in (request.answer, *request.golds) if normalize_answer(a)]
         if fact is not None:
             banned.append(_norm(fact[2]))
-        candidates = []
-        for i, (entity, relation, value) in enumerate(self.facts):
+
+        def skip(i: int) -> bool:
+            entity, relation, _ = self.facts[i]
             if fact is not None and (entity, relation) == (fact[0], fact[1]):
-                continue
-            doc = _NOISY_DOC.format(entity=entity, relation=relation, value=value)
-            if any(b in _norm(doc) for b in banned):
-                continue
-            candidates.append((self._rank(request.query, i), doc))
-        candidates.sort()
-        docs = [doc for _, doc in candidates[: self.k]]
+                return True
+            return any(b in self._noisy_norm[i] for b in banned)
+
+        docs = self._noisy_choice(request.query, skip)
         docs += [_FILLER_DOC.format(n=n + 1) for n in range(self.k - len(docs))]
         return docs
 
@@ -645,6 +688,22 @@ def _cut(text: str) -> str:
 def _clean_docs(docs: str) -> str:
     """Simulator text without observation tags, so the mask from ids sees one block."""
     return docs.replace(INFO_OPEN, "").replace(INFO_CLOSE, "").strip()
+
+
+def _pad(
+    rows: list[list[int]], width: int, pad: int, left: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of ids as an int64 ``[N, width]`` tensor padded on one side, and its 0/1 mask."""
+    n = len(rows)
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.int64)
+    flat = torch.from_numpy(
+        np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
+    )
+    cols = torch.arange(width, dtype=torch.int64).expand(n, width)
+    valid = (cols >= (width - lengths)[:, None]) if left else (cols < lengths[:, None])
+    out = torch.full((n, width), pad, dtype=torch.int64)
+    out[valid] = flat  # boolean indexing walks rows in order, each row left to right
+    return out, valid.to(torch.int64)
 
 
 @dataclass
@@ -1017,18 +1076,8 @@ class SearchEnv:
         prompt_ids = self._tok.encode(list(prompts))
         p_len = max((len(p) for p in prompt_ids), default=0)
         r_len = max((len(r) for r in ids), default=0)
-        prompt_t = torch.full((n, p_len), pad, dtype=torch.int64)
-        prompt_m = torch.zeros((n, p_len), dtype=torch.int64)
-        response_t = torch.full((n, r_len), pad, dtype=torch.int64)
-        response_m = torch.zeros((n, r_len), dtype=torch.int64)
-        for i in range(n):
-            p = prompt_ids[i]
-            if p:
-                prompt_t[i, p_len - len(p) :] = torch.tensor(p, dtype=torch.int64)
-                prompt_m[i, p_len - len(p) :] = 1
-            if ids[i]:
-                response_t[i, : len(ids[i])] = torch.tensor(ids[i], dtype=torch.int64)
-                response_m[i, : len(ids[i])] = 1
+        prompt_t, prompt_m = _pad(prompt_ids, p_len, pad, left=True)
+        response_t, response_m = _pad(ids, r_len, pad, left=False)
         lengths = [len(r) for r in ids]
         loss_mask = spans_mask(lengths, r_len, [(i, s, e) for i in range(n) for s, e in spans[i]])
         policy_only = ["".join(t) for t in policy_texts]
