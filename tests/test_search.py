@@ -651,3 +651,24 @@ def test_observation_mask_threads_give_the_same_bits(restore_threads: None) -> N
         r1kit.set_num_threads(n)
         masks.append(observation_mask(ids, 1, 2, before=[9], after=[9, 4]))
     assert torch.equal(masks[0], masks[1])
+
+
+# ------------------------------------------------------------------ the example
+
+
+def test_search_rollout_example_runs() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "search_rollout.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--batch", "64", "--steps", "1", "203"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert "<answer>Paris</answer>" in result.stdout
+    assert "step   1: p(noisy) = 0.001, noisy calls 0/64" in result.stdout
+    assert result.stdout.count("masks agree") == 2
