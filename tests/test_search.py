@@ -386,6 +386,37 @@ def test_simulator_that_raises_names_row_and_turn() -> None:
         env(simulator=Short()).rollout(policy, ["Q0: a", "Q1: b"], ["a", "b"], ["x", "y"], 1)
 
 
+def test_env_keeps_topk_documents_and_refuses_fewer() -> None:
+    class Fixed:
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+        def __call__(self, requests: list[SimRequest]) -> list[str]:
+            return [self.text] * len(requests)
+
+    def run(text: str) -> r1kit.search.SearchRollout:
+        policy = scripted({0: ["<search>q</search>", "<answer>a</answer>"]})
+        return env(simulator=Fixed(text)).rollout(policy, ["Q0: x"], ["x"], ["a"], 1)
+
+    three = format_documents(["a.", "b.", "c."])
+    assert obs(format_documents(["a.", "b."])) in run(three).responses[0]
+    free = "a retriever's own format"
+    assert obs(free) in run(free).responses[0]
+    with pytest.raises(SimulatorError, match=r"expected 2 documents for row 0, turn 0.*found 1"):
+        run("Doc 1: a.")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_observation_mask_on_cuda() -> None:
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 12, (33, 700), generator=g)
+    am = (torch.rand(33, 700, generator=g) > 0.05).long()
+    cpu = observation_mask(ids, 1, 2, am, before=[9], after=[9, 4])
+    cuda = observation_mask(ids.cuda(), 1, 2, am.cuda(), before=[9], after=[9, 4])
+    assert cuda.device.type == "cuda" and cuda.dtype == torch.int64
+    assert torch.equal(cuda.cpu(), cpu)
+
+
 def test_llm_simulator_inside_a_rollout_names_the_row() -> None:
     def generate(prompts: list[str]) -> list[str]:
         return ["Doc 1: fine\nDoc 2: fine" if "good" in p else "nothing useful" for p in prompts]

@@ -884,8 +884,16 @@ class SearchEnv:
                     turn,
                 )
         out = []
-        for d in docs:
+        for req, d in zip(requests, docs, strict=True):
+            # Numbered documents are cut to topk; free text (another retriever's format) is kept.
             parsed = parse_documents(d)
+            if parsed and len(parsed) < self.topk:
+                raise SimulatorError(
+                    f"simulator on turn {turn}: expected {self.topk} documents for "
+                    f"{req.where()}, found {len(parsed)}",
+                    req.row,
+                    turn,
+                )
             out.append(format_documents(parsed[: self.topk]) if parsed else d)
         return out
 
