@@ -9,7 +9,11 @@ use crate::error::{Error, Result};
 use crate::search::{self, ObservationTags};
 
 /// The items of a list or tuple, or a type error naming `arg`.
-fn items<'py>(obj: &Bound<'py, PyAny>, arg: &str, expected: &str) -> Result<Vec<Bound<'py, PyAny>>> {
+fn items<'py>(
+    obj: &Bound<'py, PyAny>,
+    arg: &str,
+    expected: &str,
+) -> Result<Vec<Bound<'py, PyAny>>> {
     if let Ok(list) = obj.cast::<PyList>() {
         Ok(list.iter().collect())
     } else if let Ok(tuple) = obj.cast::<PyTuple>() {

@@ -224,8 +224,9 @@ fn mask_cpu_out<A: MaskElement>(
         Kind::Float => mask_cpu_typed::<A, f32>(ids, attention_mask, tags, kind),
         Kind::Double => mask_cpu_typed::<A, f64>(ids, attention_mask, tags, kind),
         // Rare dtypes (int8, int16, half, bfloat16): compute in bool, then convert.
-        other => Ok(mask_cpu_typed::<A, bool>(ids, attention_mask, tags, Kind::Bool)?
-            .f_to_kind(other)?),
+        other => Ok(
+            mask_cpu_typed::<A, bool>(ids, attention_mask, tags, Kind::Bool)?.f_to_kind(other)?,
+        ),
     }
 }
 
