@@ -30,7 +30,9 @@ impl PyTokenDecoder {
     fn from_file(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<Self> {
         let path = match path.extract::<std::path::PathBuf>() {
             Ok(p) if !path.is_instance_of::<pyo3::types::PyBytes>() => p,
-            _ => return Err(Error::type_("path", "a str or os.PathLike", type_name(path)).into()),
+            _ => {
+                return Err(Error::type_("path", "a str or os.PathLike", type_name(path)).into())
+            }
         };
         let inner = py.detach(move || TokenDecoder::from_file(path))?;
         Ok(Self {
@@ -46,8 +48,7 @@ impl PyTokenDecoder {
         clean_up_tokenization_spaces: bool,
     ) -> PyResult<Self> {
         let json = args::string(json, "json")?;
-        let inner =
-            py.detach(move || TokenDecoder::from_json(&json, clean_up_tokenization_spaces))?;
+        let inner = py.detach(move || TokenDecoder::from_json(&json, clean_up_tokenization_spaces))?;
         Ok(Self {
             inner: Arc::new(inner),
         })
@@ -237,11 +238,7 @@ fn ids_rows(ids: &Bound<'_, PyAny>, mask: Option<&Bound<'_, PyAny>>) -> Result<I
             "a mask",
         ));
     }
-    let rows = items(
-        ids,
-        "ids",
-        "an integer tensor [N, L] or a list of lists of int",
-    )?;
+    let rows = items(ids, "ids", "an integer tensor [N, L] or a list of lists of int")?;
     let rows = rows
         .iter()
         .enumerate()
@@ -371,8 +368,9 @@ pub fn qa_scores<'py>(
     let metric = Metric::parse(&args::string(metric, "metric")?)?;
     let src = source(responses, ids, attention_mask, decoder, false)?;
     let golds = golds_arg(golds)?;
-    let scored =
-        py.detach(move || rewards::qa_scores(&src.into_texts()?, &golds, metric, unicode))?;
+    let scored = py.detach(move || {
+        rewards::qa_scores(&src.into_texts()?, &golds, metric, unicode)
+    })?;
     let scores: Vec<f64> = scored.iter().map(|s| s.score).collect();
     let answers = scored.into_iter().map(|s| s.answer).collect();
     Ok((tensor_f32(py, &scores)?, answers))
@@ -422,11 +420,7 @@ pub fn extract_math_answer(
 
 #[pyfunction]
 #[pyo3(signature = (pred, gold, percent = false))]
-pub fn math_equal(
-    pred: &Bound<'_, PyAny>,
-    gold: &Bound<'_, PyAny>,
-    percent: bool,
-) -> PyResult<bool> {
+pub fn math_equal(pred: &Bound<'_, PyAny>, gold: &Bound<'_, PyAny>, percent: bool) -> PyResult<bool> {
     let p = lossy_str(pred, || "pred".to_string())?;
     let g = lossy_str(gold, || "gold".to_string())?;
     Ok(math::math_equal(&p, &g, percent))
@@ -545,9 +539,7 @@ fn tags_arg(
             .enumerate()
             .map(|(k, t)| args::string(t, &format!("tags[{k}]")))
             .collect::<Result<Vec<String>>>()?;
-        let arr: [String; 6] = v
-            .try_into()
-            .map_err(|_| Error::value("tags", "six tags", "?"))?;
+        let arr: [String; 6] = v.try_into().map_err(|_| Error::value("tags", "six tags", "?"))?;
         TagStrings::new(arr).map(Tags::Text)
     }
 }
@@ -595,7 +587,11 @@ impl FormatInput {
                 "None when responses are given (pass text or ids, not both)",
                 "ids",
             )),
-            (None, None) => Err(Error::type_("responses", "a list of str (or ids=)", "None")),
+            (None, None) => Err(Error::type_(
+                "responses",
+                "a list of str (or ids=)",
+                "None",
+            )),
         }
     }
 
@@ -610,13 +606,7 @@ impl FormatInput {
     }
 }
 
-type FormatLists = (
-    Vec<bool>,
-    Vec<bool>,
-    Vec<usize>,
-    Vec<Vec<usize>>,
-    Vec<String>,
-);
+type FormatLists = (Vec<bool>, Vec<bool>, Vec<usize>, Vec<Vec<usize>>, Vec<String>);
 
 fn format_lists(f: Vec<ParallelFormat>) -> FormatLists {
     let mut out: FormatLists = Default::default();

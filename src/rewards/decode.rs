@@ -6,7 +6,7 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::tensor::{contiguous, cpu_slice, expect_ndim, integer_as_i64, kind_name, kind_of};
+use crate::tensor::{contiguous, cpu_slice, expect_ndim, integer_as_i64, kind_of, kind_name};
 
 /// A tokenizer used only to decode (`tokenizer.json`).
 pub struct TokenDecoder {
@@ -91,11 +91,7 @@ impl TokenDecoder {
     }
 
     /// Decodes ragged rows.
-    pub fn decode_lists(
-        &self,
-        rows: &[Vec<i64>],
-        skip_special_tokens: bool,
-    ) -> Result<Vec<String>> {
+    pub fn decode_lists(&self, rows: &[Vec<i64>], skip_special_tokens: bool) -> Result<Vec<String>> {
         super::par_map(rows.len(), |i| {
             self.decode_row(rows[i].iter().copied(), skip_special_tokens)
         })
@@ -145,10 +141,7 @@ impl TokenDecoder {
                 Some(m) => {
                     let mrow = &m[r * l..(r + 1) * l];
                     self.decode_row(
-                        row.iter()
-                            .zip(mrow)
-                            .filter(|(_, &k)| k != 0)
-                            .map(|(&id, _)| id),
+                        row.iter().zip(mrow).filter(|(_, &k)| k != 0).map(|(&id, _)| id),
                         skip_special_tokens,
                     )
                 }

@@ -35,11 +35,7 @@ impl TagStrings {
     pub fn new(tags: [String; 6]) -> Result<Self> {
         for (k, t) in tags.iter().enumerate() {
             if t.is_empty() {
-                return Err(Error::value(
-                    format!("tags[{k}]"),
-                    "a non-empty tag string",
-                    "''",
-                ));
+                return Err(Error::value(format!("tags[{k}]"), "a non-empty tag string", "''"));
             }
             if tags[..k].contains(t) {
                 return Err(Error::value(

@@ -99,8 +99,7 @@ fn last_boxed(s: &str) -> Option<&str> {
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| &s[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
 }
 
 /// The answer of a `Final Answer:` line: its `\boxed{}` if any, else its first `$...$`, else the
@@ -564,9 +563,7 @@ fn leading_zero(s: &str) -> String {
     while let Some(c) = chars.next() {
         if c == '.'
             && chars.peek().is_some_and(char::is_ascii_digit)
-            && prev.map_or(true, |p| {
-                matches!(p, '{' | '(' | '[' | ',' | '-' | '+' | '/')
-            })
+            && prev.map_or(true, |p| matches!(p, '{' | '(' | '[' | ',' | '-' | '+' | '/'))
         {
             out.push('0');
         }
@@ -857,23 +854,11 @@ mod tests {
     fn extraction() {
         let e = |s: &str| extract_math_answer(s);
         assert_eq!(e("so\nFinal Answer: 42\nmore"), Some("42".into()));
-        assert_eq!(
-            e("final answer: 1\nFINAL ANSWER: $x = 3$."),
-            Some("x = 3".into())
-        );
-        assert_eq!(
-            e("Final Answer: The final answer is $7$. I hope it is correct."),
-            Some("7".into())
-        );
-        assert_eq!(
-            e("\\boxed{1} then \\boxed{\\frac{1}{2}}"),
-            Some("\\frac{1}{2}".into())
-        );
+        assert_eq!(e("final answer: 1\nFINAL ANSWER: $x = 3$."), Some("x = 3".into()));
+        assert_eq!(e("Final Answer: The final answer is $7$. I hope it is correct."), Some("7".into()));
+        assert_eq!(e("\\boxed{1} then \\boxed{\\frac{1}{2}}"), Some("\\frac{1}{2}".into()));
         assert_eq!(e("\\boxed{3} and \\boxed{4"), Some("3".into()));
-        assert_eq!(
-            e("<Summary>Final Answer: 5</Summary>junk"),
-            Some("5".into())
-        );
+        assert_eq!(e("<Summary>Final Answer: 5</Summary>junk"), Some("5".into()));
         assert_eq!(e("Final Answer:\n\n\\boxed{9}"), Some("9".into()));
         assert_eq!(e("nothing here"), None);
         assert_eq!(e("\\boxed{}"), None);

@@ -43,7 +43,10 @@ pub fn check_golds(n: usize, golds: &[Vec<String>]) -> Result<()> {
 }
 
 /// Maps `f` over the responses in r1kit's pool, keeping the order.
-pub(crate) fn par_map<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync + Send) -> Result<Vec<T>> {
+pub(crate) fn par_map<T: Send>(
+    n: usize,
+    f: impl Fn(usize) -> T + Sync + Send,
+) -> Result<Vec<T>> {
     crate::parallel::install(|| (0..n).into_par_iter().map(f).collect())
 }
 

@@ -291,17 +291,9 @@ mod tests {
         let two = "<answer>Marlowe</answer> ... <answer>Shakespeare</answer>";
         assert!((f1(two, &ws[..1]) - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!(f1("<answer>Romeo</answer>", &["Rome"]), 0.0);
-        let rome = score_response(
-            "<answer>Romeo</answer>",
-            &golds(&["Rome"]),
-            Metric::Contains,
-            false,
-        );
+        let rome = score_response("<answer>Romeo</answer>", &golds(&["Rome"]), Metric::Contains, false);
         assert_eq!(rome.score, 1.0);
-        assert_eq!(
-            f1("<answer>Shakespeare Shakespeare</answer>", &ws[..1]),
-            0.5
-        );
+        assert_eq!(f1("<answer>Shakespeare Shakespeare</answer>", &ws[..1]), 0.5);
         assert_eq!(f1("<answer>1,000</answer>", &["1000"]), 1.0);
         assert_eq!(f1("<answer>Paris", &["Paris"]), 0.0);
     }
@@ -315,14 +307,8 @@ mod tests {
         assert_eq!(normalize_answer("Café «Noël»", true), "cafe noel");
         // An empty gold never matches, not even an empty answer.
         let g = golds(&["", "!!"]);
-        assert_eq!(
-            score_response("<answer></answer>", &g, Metric::Em, false).score,
-            0.0
-        );
-        assert_eq!(
-            score_response("<answer>x</answer>", &g, Metric::Contains, false).score,
-            0.0
-        );
+        assert_eq!(score_response("<answer></answer>", &g, Metric::Em, false).score, 0.0);
+        assert_eq!(score_response("<answer>x</answer>", &g, Metric::Contains, false).score, 0.0);
     }
 
     #[test]
@@ -330,13 +316,9 @@ mod tests {
         let good = "<think>a</think>\n<search>q</search><information>d</information>\
                     <think>b</think> <answer>Paris</answer>\n";
         assert!(is_valid_search_sequence(good));
-        assert!(!is_valid_search_sequence(
-            "<think>a</think> x <answer>Paris</answer>"
-        ));
+        assert!(!is_valid_search_sequence("<think>a</think> x <answer>Paris</answer>"));
         assert!(!is_valid_search_sequence("<answer>Paris</answer>"));
-        assert!(!is_valid_search_sequence(
-            "<think>a</think><answer>Paris</answer> tail"
-        ));
+        assert!(!is_valid_search_sequence("<think>a</think><answer>Paris</answer> tail"));
         let g = golds(&["Paris"]);
         let s = |r: &str| format_score(r, &g, Metric::Em, false, 0.2, 0.1);
         assert_eq!(s(good), 1.0);

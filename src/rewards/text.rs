@@ -80,9 +80,6 @@ mod tests {
         assert!('\u{93e}'.is_alphabetic() && !is_word('\u{93e}'));
         assert!(is_ascii_punct('~') && !is_ascii_punct('«') && is_unicode_punct('«'));
         assert_eq!(py_strip("\u{1c} a b\u{a0}"), "a b");
-        assert_eq!(
-            find_ascii_ci("x FINAL answer: 3", "final answer:", 0),
-            Some(2)
-        );
+        assert_eq!(find_ascii_ci("x FINAL answer: 3", "final answer:", 0), Some(2));
     }
 }

@@ -137,7 +137,7 @@ fn spans_mask_hand_worked() {
 
 /// One rollout row the way r1kit's loop writes it: policy pieces (never holding a tag) and
 /// observations `before <information> docs </information> after`, with the spans it records.
-fn build_row(pieces: &[(Vec<i64>, Vec<i64>)], before: &[i64], after: &[i64]) -> RowSpans {
+fn build_row(pieces: &Pieces, before: &[i64], after: &[i64]) -> RowSpans {
     let mut ids = Vec::new();
     let mut spans = Vec::new();
     for (policy, docs) in pieces {
@@ -160,7 +160,10 @@ fn token() -> impl Strategy<Value = i64> {
     prop_oneof![Just(NL), 0i64..10]
 }
 
-fn row() -> impl Strategy<Value = (Vec<(Vec<i64>, Vec<i64>)>, Vec<i64>)> {
+/// Policy pieces, each followed by an observation with these documents.
+type Pieces = Vec<(Vec<i64>, Vec<i64>)>;
+
+fn row() -> impl Strategy<Value = (Pieces, Vec<i64>)> {
     (
         prop::collection::vec(
             (
