@@ -25,9 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-from math_corpus import corpus  # noqa: E402
-
 from benches.harness import Case  # noqa: E402
+from math_corpus import corpus  # noqa: E402
 from r1kit import rewards  # noqa: E402
 
 # --- the Python reference scorer, as the references write it ---------------------------------
@@ -101,9 +100,13 @@ def qa_batch(n: int, seed: int = 0) -> tuple[list[str], list[list[str]]]:
     return responses, golds
 
 
-def math_batch(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+def math_batch(n: int, seed: int = 0, boxed_only: bool = False) -> tuple[list[str], list[str]]:
+    """Corpus pairs behind ~150 words of reasoning; ``boxed_only``: only the \\boxed formats
+    (the only ones verl's math_reward reads, so both sides do the full comparison)."""
     rng = random.Random(seed)
     pairs = corpus(seed=seed)
+    if boxed_only:
+        pairs = [p for p in pairs if p.kind.split("/")[1].startswith("boxed")]
     rng.shuffle(pairs)
     filler = " ".join(rng.choice(WORDS) for _ in range(150))
     chosen = [pairs[i % len(pairs)] for i in range(n)]
@@ -147,6 +150,7 @@ def cases() -> list[Case]:
     decoded = hf.batch_decode(ids, skip_special_tokens=True)  # type: ignore[attr-defined]
 
     m_responses, m_golds = math_batch(n)
+    b_responses, b_golds = math_batch(n, boxed_only=True)
     k = 1000
     mk_responses, mk_golds = m_responses[:k], m_golds[:k]
 
@@ -184,12 +188,22 @@ def cases() -> list[Case]:
             check=check_ids,
         ),
         Case(
-            name=f"math_scores, {n} responses",
+            name=f"math_scores, {n} responses, all answer formats",
             r1kit=lambda: rewards.math_scores(m_responses, m_golds),
             baselines={
                 "verl math_reward.compute_score (loop)": lambda: [
                     math_reward.compute_score(r, g)
                     for r, g in zip(m_responses, m_golds, strict=True)
+                ]
+            },
+        ),
+        Case(
+            name=f"math_scores, {n} responses, \\boxed formats only",
+            r1kit=lambda: rewards.math_scores(b_responses, b_golds),
+            baselines={
+                "verl math_reward.compute_score (loop)": lambda: [
+                    math_reward.compute_score(r, g)
+                    for r, g in zip(b_responses, b_golds, strict=True)
                 ]
             },
         ),
@@ -229,7 +243,8 @@ def corpus_report() -> None:
         )
 
     print(
-        f"corpus: {len(pairs)} pairs, {sum(truth)} equivalent, {len(pairs) - sum(truth)} near misses"
+        f"corpus: {len(pairs)} pairs, {sum(truth)} equivalent,"
+        f" {len(pairs) - sum(truth)} near misses"
     )
     for name, fn in [
         ("r1kit math_scores", lambda: rewards.math_scores(responses, golds).tolist()),
@@ -258,6 +273,8 @@ def corpus_report() -> None:
     for p, s in zip(pairs, mv, strict=True):
         if p.truth and s == 0:
             misses[p.kind.split("/")[1]] += 1
+        if not p.truth and s > 0:
+            print(f"math-verify false positive: gold {p.gold!r}, response ...{p.response[-40:]!r}")
     print("math-verify misses by format:", dict(misses))
 
 

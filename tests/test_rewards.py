@@ -564,6 +564,25 @@ def test_hf_fast_tokenizer_decodes_like_batch_decode(tokenizer_json: Path) -> No
     assert dec2.decode(rows) == texts and dec2.vocab_size == dec.vocab_size
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.lists(st.integers(-3, 420), max_size=40), min_size=1, max_size=4),
+    st.booleans(),
+)
+def test_random_ids_decode_like_the_tokenizers_package(
+    tokenizer_json: Path, rows: list[list[int]], skip: bool
+) -> None:
+    import tokenizers
+
+    tok = tokenizers.Tokenizer.from_file(str(tokenizer_json))
+    dec = R.TokenDecoder.from_file(str(tokenizer_json))
+    # tokenizers' decode drops ids it does not know; negative ids cannot be passed to it.
+    known = [[i for i in r if 0 <= i < tok.get_vocab_size()] for r in rows]
+    assert dec.decode(rows, skip_special_tokens=skip) == [
+        tok.decode(r, skip_special_tokens=skip) for r in known
+    ]
+
+
 def test_invalid_utf8_from_ids_scores_zero(tokenizer_json: Path) -> None:
     dec = R.TokenDecoder.from_file(tokenizer_json)  # type: ignore[arg-type]
     import tokenizers

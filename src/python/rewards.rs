@@ -4,6 +4,7 @@
 //! mask, or a list of id lists) with a `TokenDecoder`; decoding and scoring both run after the
 //! GIL is released.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use pyo3::prelude::*;
@@ -30,9 +31,7 @@ impl PyTokenDecoder {
     fn from_file(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<Self> {
         let path = match path.extract::<std::path::PathBuf>() {
             Ok(p) if !path.is_instance_of::<pyo3::types::PyBytes>() => p,
-            _ => {
-                return Err(Error::type_("path", "a str or os.PathLike", type_name(path)).into())
-            }
+            _ => return Err(Error::type_("path", "a str or os.PathLike", type_name(path)).into()),
         };
         let inner = py.detach(move || TokenDecoder::from_file(path))?;
         Ok(Self {
@@ -48,7 +47,8 @@ impl PyTokenDecoder {
         clean_up_tokenization_spaces: bool,
     ) -> PyResult<Self> {
         let json = args::string(json, "json")?;
-        let inner = py.detach(move || TokenDecoder::from_json(&json, clean_up_tokenization_spaces))?;
+        let inner =
+            py.detach(move || TokenDecoder::from_json(&json, clean_up_tokenization_spaces))?;
         Ok(Self {
             inner: Arc::new(inner),
         })
@@ -98,7 +98,7 @@ impl PyTokenDecoder {
         skip_special_tokens: bool,
     ) -> PyResult<Vec<String>> {
         let src = ids_source(ids, attention_mask, self.inner.clone(), skip_special_tokens)?;
-        Ok(py.detach(move || src.texts())?)
+        Ok(py.detach(move || src.decode())?)
     }
 
     fn token_to_id(&self, token: &Bound<'_, PyAny>) -> PyResult<Option<u32>> {
@@ -115,9 +115,14 @@ impl PyTokenDecoder {
     }
 }
 
-/// Where the responses come from.
-enum Source {
-    Texts(Vec<String>),
+/// Where the responses come from: Python str objects (read in place, not copied), or ids.
+enum Source<'py> {
+    Texts(Vec<Bound<'py, PyString>>),
+    Ids(IdsSource),
+}
+
+/// Token ids and their decoder (owned, so it crosses into the GIL-free closure).
+enum IdsSource {
     Tensor {
         ids: Tensor,
         mask: Option<Tensor>,
@@ -131,29 +136,75 @@ enum Source {
     },
 }
 
-impl Source {
-    /// The response texts (decoded here when ids were given; call without the GIL).
-    fn texts(&self) -> Result<Vec<String>> {
+impl IdsSource {
+    /// The same ids (tensors share storage; Tensor is Send but not Sync).
+    fn share(&self) -> Self {
         match self {
-            Source::Texts(t) => Ok(t.clone()),
-            Source::Tensor {
+            IdsSource::Tensor {
+                ids,
+                mask,
+                decoder,
+                skip,
+            } => IdsSource::Tensor {
+                ids: ids.shallow_clone(),
+                mask: mask.as_ref().map(Tensor::shallow_clone),
+                decoder: decoder.clone(),
+                skip: *skip,
+            },
+            IdsSource::Lists {
+                rows,
+                decoder,
+                skip,
+            } => IdsSource::Lists {
+                rows: rows.clone(),
+                decoder: decoder.clone(),
+                skip: *skip,
+            },
+        }
+    }
+
+    fn decode(&self) -> Result<Vec<String>> {
+        match self {
+            IdsSource::Tensor {
                 ids,
                 mask,
                 decoder,
                 skip,
             } => decoder.decode_tensor(ids, mask.as_ref(), *skip),
-            Source::Lists {
+            IdsSource::Lists {
                 rows,
                 decoder,
                 skip,
             } => decoder.decode_lists(rows, *skip),
         }
     }
+}
 
-    fn into_texts(self) -> Result<Vec<String>> {
+/// The responses as the GIL-free closure sees them: borrowed UTF-8 of the str objects (which
+/// `Source` keeps alive; str objects are immutable), or ids to decode there.
+enum TextView<'a> {
+    Texts(Vec<Cow<'a, str>>),
+    Ids(IdsSource),
+}
+
+impl Source<'_> {
+    /// Borrows the texts' UTF-8 (lone surrogates become U+FFFD in an owned copy).
+    fn view(&self) -> TextView<'_> {
         match self {
-            Source::Texts(t) => Ok(t),
-            other => other.texts(),
+            Source::Texts(items) => {
+                TextView::Texts(items.iter().map(|s| s.to_string_lossy()).collect())
+            }
+            Source::Ids(ids) => TextView::Ids(ids.share()),
+        }
+    }
+}
+
+impl<'a> TextView<'a> {
+    /// The response texts (decoded here when ids were given; call without the GIL).
+    fn into_texts(self) -> Result<Vec<Cow<'a, str>>> {
+        match self {
+            TextView::Texts(t) => Ok(t),
+            TextView::Ids(ids) => Ok(ids.decode()?.into_iter().map(Cow::Owned).collect()),
         }
     }
 }
@@ -175,6 +226,23 @@ fn lossy_str(obj: &Bound<'_, PyAny>, arg: impl FnOnce() -> String) -> Result<Str
         .cast::<PyString>()
         .map_err(|_| Error::type_(arg(), "a str", type_name(obj)))?;
     Ok(s.to_string_lossy().into_owned())
+}
+
+/// The str objects of a list argument (type-checked, not copied).
+fn str_objects<'py>(obj: &Bound<'py, PyAny>, arg: &str) -> Result<Vec<Bound<'py, PyString>>> {
+    items(obj, arg, "a list of str")?
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            item.cast_into::<PyString>().map_err(|e| {
+                Error::type_(
+                    format!("{arg}[{i}]"),
+                    "a str",
+                    type_name(e.into_inner().as_any()),
+                )
+            })
+        })
+        .collect()
 }
 
 fn str_list(obj: &Bound<'_, PyAny>, arg: &str) -> Result<Vec<String>> {
@@ -238,7 +306,11 @@ fn ids_rows(ids: &Bound<'_, PyAny>, mask: Option<&Bound<'_, PyAny>>) -> Result<I
             "a mask",
         ));
     }
-    let rows = items(ids, "ids", "an integer tensor [N, L] or a list of lists of int")?;
+    let rows = items(
+        ids,
+        "ids",
+        "an integer tensor [N, L] or a list of lists of int",
+    )?;
     let rows = rows
         .iter()
         .enumerate()
@@ -263,15 +335,15 @@ fn ids_source(
     mask: Option<&Bound<'_, PyAny>>,
     decoder: Arc<TokenDecoder>,
     skip: bool,
-) -> Result<Source> {
+) -> Result<IdsSource> {
     Ok(match ids_rows(ids, mask)? {
-        IdRows::Tensor(ids, mask) => Source::Tensor {
+        IdRows::Tensor(ids, mask) => IdsSource::Tensor {
             ids,
             mask,
             decoder,
             skip,
         },
-        IdRows::Lists(rows) => Source::Lists {
+        IdRows::Lists(rows) => IdsSource::Lists {
             rows,
             decoder,
             skip,
@@ -280,13 +352,13 @@ fn ids_source(
 }
 
 /// `responses=` or `ids=` + `decoder=` (exactly one of the two forms).
-fn source(
-    responses: Option<&Bound<'_, PyAny>>,
-    ids: Option<&Bound<'_, PyAny>>,
-    mask: Option<&Bound<'_, PyAny>>,
-    decoder: Option<&Bound<'_, PyAny>>,
+fn source<'py>(
+    responses: Option<&Bound<'py, PyAny>>,
+    ids: Option<&Bound<'py, PyAny>>,
+    mask: Option<&Bound<'py, PyAny>>,
+    decoder: Option<&Bound<'py, PyAny>>,
     skip: bool,
-) -> Result<Source> {
+) -> Result<Source<'py>> {
     match (none(responses), none(ids)) {
         (Some(r), None) => {
             if none(mask).is_some() {
@@ -296,13 +368,13 @@ fn source(
                     "a mask",
                 ));
             }
-            Ok(Source::Texts(str_list(r, "responses")?))
+            Ok(Source::Texts(str_objects(r, "responses")?))
         }
         (None, Some(ids)) => {
             let decoder = decoder_arg(decoder)?.ok_or_else(|| {
                 Error::type_("decoder", "a TokenDecoder when ids= is given", "None")
             })?;
-            ids_source(ids, mask, decoder, skip)
+            ids_source(ids, mask, decoder, skip).map(Source::Ids)
         }
         (Some(_), Some(_)) => Err(Error::type_(
             "ids",
@@ -340,8 +412,9 @@ pub fn extract_answer(
     attention_mask: Option<&Bound<'_, PyAny>>,
     decoder: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Vec<Option<String>>> {
-    let src = source(responses, ids, attention_mask, decoder, false)?;
-    Ok(py.detach(move || rewards::extract_answers(&src.into_texts()?))?)
+    let owner = source(responses, ids, attention_mask, decoder, false)?;
+    let view = owner.view();
+    Ok(py.detach(move || rewards::extract_answers(&view.into_texts()?))?)
 }
 
 #[pyfunction]
@@ -366,11 +439,11 @@ pub fn qa_scores<'py>(
     decoder: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<(Bound<'py, PyAny>, Vec<Option<String>>)> {
     let metric = Metric::parse(&args::string(metric, "metric")?)?;
-    let src = source(responses, ids, attention_mask, decoder, false)?;
+    let owner = source(responses, ids, attention_mask, decoder, false)?;
+    let view = owner.view();
     let golds = golds_arg(golds)?;
-    let scored = py.detach(move || {
-        rewards::qa_scores(&src.into_texts()?, &golds, metric, unicode)
-    })?;
+    let scored =
+        py.detach(move || rewards::qa_scores(&view.into_texts()?, &golds, metric, unicode))?;
     let scores: Vec<f64> = scored.iter().map(|s| s.score).collect();
     let answers = scored.into_iter().map(|s| s.answer).collect();
     Ok((tensor_f32(py, &scores)?, answers))
@@ -394,10 +467,11 @@ pub fn qa_format_scores<'py>(
     let metric = Metric::parse(&args::string(metric, "metric")?)?;
     let s = finite(structure_score, "structure_score")?;
     let f = finite(final_format_score, "final_format_score")?;
-    let src = source(responses, ids, attention_mask, decoder, false)?;
+    let owner = source(responses, ids, attention_mask, decoder, false)?;
+    let view = owner.view();
     let golds = golds_arg(golds)?;
     let scores = py.detach(move || {
-        rewards::qa_format_scores(&src.into_texts()?, &golds, metric, unicode, s, f)
+        rewards::qa_format_scores(&view.into_texts()?, &golds, metric, unicode, s, f)
     })?;
     tensor_f32(py, &scores)
 }
@@ -411,16 +485,21 @@ pub fn extract_math_answer(
     attention_mask: Option<&Bound<'_, PyAny>>,
     decoder: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Vec<Option<String>>> {
-    let src = source(responses, ids, attention_mask, decoder, false)?;
+    let owner = source(responses, ids, attention_mask, decoder, false)?;
+    let view = owner.view();
     Ok(py.detach(move || {
-        let texts = src.into_texts()?;
+        let texts = view.into_texts()?;
         rewards::par_map(texts.len(), |i| math::extract_math_answer(&texts[i]))
     })?)
 }
 
 #[pyfunction]
 #[pyo3(signature = (pred, gold, percent = false))]
-pub fn math_equal(pred: &Bound<'_, PyAny>, gold: &Bound<'_, PyAny>, percent: bool) -> PyResult<bool> {
+pub fn math_equal(
+    pred: &Bound<'_, PyAny>,
+    gold: &Bound<'_, PyAny>,
+    percent: bool,
+) -> PyResult<bool> {
     let p = lossy_str(pred, || "pred".to_string())?;
     let g = lossy_str(gold, || "gold".to_string())?;
     Ok(math::math_equal(&p, &g, percent))
@@ -443,10 +522,11 @@ pub fn math_judge(
     attention_mask: Option<&Bound<'_, PyAny>>,
     decoder: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<(Vec<i8>, Vec<Option<String>>)> {
-    let src = source(responses, ids, attention_mask, decoder, false)?;
+    let owner = source(responses, ids, attention_mask, decoder, false)?;
+    let view = owner.view();
     let golds = golds_arg(golds)?;
     Ok(py.detach(move || -> Result<_> {
-        let texts = src.into_texts()?;
+        let texts = view.into_texts()?;
         let verdicts = rewards::math_judge(&texts, &golds, percent)?;
         let answers = rewards::par_map(texts.len(), |i| math::extract_math_answer(&texts[i]))?;
         let codes = verdicts
@@ -476,10 +556,11 @@ pub fn math_scores<'py>(
     decoder: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let (c, w) = (finite(correct, "correct")?, finite(incorrect, "incorrect")?);
-    let src = source(responses, ids, attention_mask, decoder, false)?;
+    let owner = source(responses, ids, attention_mask, decoder, false)?;
+    let view = owner.view();
     let golds = golds_arg(golds)?;
     let scores =
-        py.detach(move || rewards::math_scores(&src.into_texts()?, &golds, percent, c, w))?;
+        py.detach(move || rewards::math_scores(&view.into_texts()?, &golds, percent, c, w))?;
     tensor_f32(py, &scores)
 }
 
@@ -539,7 +620,9 @@ fn tags_arg(
             .enumerate()
             .map(|(k, t)| args::string(t, &format!("tags[{k}]")))
             .collect::<Result<Vec<String>>>()?;
-        let arr: [String; 6] = v.try_into().map_err(|_| Error::value("tags", "six tags", "?"))?;
+        let arr: [String; 6] = v
+            .try_into()
+            .map_err(|_| Error::value("tags", "six tags", "?"))?;
         TagStrings::new(arr).map(Tags::Text)
     }
 }
@@ -587,11 +670,7 @@ impl FormatInput {
                 "None when responses are given (pass text or ids, not both)",
                 "ids",
             )),
-            (None, None) => Err(Error::type_(
-                "responses",
-                "a list of str (or ids=)",
-                "None",
-            )),
+            (None, None) => Err(Error::type_("responses", "a list of str (or ids=)", "None")),
         }
     }
 
@@ -606,7 +685,13 @@ impl FormatInput {
     }
 }
 
-type FormatLists = (Vec<bool>, Vec<bool>, Vec<usize>, Vec<Vec<usize>>, Vec<String>);
+type FormatLists = (
+    Vec<bool>,
+    Vec<bool>,
+    Vec<usize>,
+    Vec<Vec<usize>>,
+    Vec<String>,
+);
 
 fn format_lists(f: Vec<ParallelFormat>) -> FormatLists {
     let mut out: FormatLists = Default::default();
@@ -684,9 +769,10 @@ pub fn parallel_r1_rewards<'py>(
     let dec = decoder_arg(decoder)?;
     let golds = golds_arg(golds)?;
     let fmt_input = FormatInput::new(responses, ids, attention_mask, tags, dec.as_ref())?;
-    let text_src = source(responses, ids, attention_mask, decoder, false)?;
+    let text_owner = source(responses, ids, attention_mask, decoder, false)?;
+    let text_view = text_owner.view();
     let rewards = py.detach(move || -> Result<Vec<f64>> {
-        let texts = text_src.into_texts()?;
+        let texts = text_view.into_texts()?;
         let formats = if recipe.needs_format(step) {
             fmt_input.formats()?
         } else {

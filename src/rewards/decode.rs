@@ -6,11 +6,15 @@ use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::tensor::{contiguous, cpu_slice, expect_ndim, integer_as_i64, kind_of, kind_name};
+use crate::tensor::{contiguous, cpu_slice, expect_ndim, integer_as_i64, kind_name, kind_of};
 
 /// A tokenizer used only to decode (`tokenizer.json`).
 pub struct TokenDecoder {
     tokenizer: tokenizers::Tokenizer,
+    /// For byte-level BPE tokenizers (GPT-2, Llama 3, Qwen): each id's bytes and whether it is a
+    /// special token, so a row decodes by concatenation (what the ByteLevel decoder computes,
+    /// checked token by token against the `tokenizers` crate when the table is built).
+    bytes: Option<Vec<Option<(Box<[u8]>, bool)>>>,
     /// Apply transformers' `clean_up_tokenization` after decoding (HF's
     /// `clean_up_tokenization_spaces=True`), so text equals `batch_decode`'s.
     clean_up_spaces: bool,
@@ -59,8 +63,10 @@ impl TokenDecoder {
                 format!("one that does not load ({})", first_line(e)),
             )
         })?;
+        let bytes = byte_table(&tokenizer);
         Ok(Self {
             tokenizer,
+            bytes,
             clean_up_spaces,
         })
     }
@@ -78,6 +84,25 @@ impl TokenDecoder {
     /// Decodes one row. Ids outside `0..2^32` and ids the vocabulary lacks are skipped; bytes that
     /// are not valid UTF-8 become U+FFFD. Never fails: a row the decoder refuses gives "".
     pub fn decode_row(&self, ids: impl Iterator<Item = i64>, skip_special_tokens: bool) -> String {
+        if let Some(table) = &self.bytes {
+            let mut buf = Vec::new();
+            for id in ids {
+                let entry = usize::try_from(id)
+                    .ok()
+                    .and_then(|i| table.get(i)?.as_ref());
+                if let Some((b, special)) = entry {
+                    if !(skip_special_tokens && *special) {
+                        buf.extend_from_slice(b);
+                    }
+                }
+            }
+            let text = String::from_utf8_lossy(&buf);
+            return if self.clean_up_spaces {
+                clean_up_tokenization(&text)
+            } else {
+                text.into_owned()
+            };
+        }
         let ids: Vec<u32> = ids.filter_map(|id| u32::try_from(id).ok()).collect();
         let text = self
             .tokenizer
@@ -91,7 +116,11 @@ impl TokenDecoder {
     }
 
     /// Decodes ragged rows.
-    pub fn decode_lists(&self, rows: &[Vec<i64>], skip_special_tokens: bool) -> Result<Vec<String>> {
+    pub fn decode_lists(
+        &self,
+        rows: &[Vec<i64>],
+        skip_special_tokens: bool,
+    ) -> Result<Vec<String>> {
         super::par_map(rows.len(), |i| {
             self.decode_row(rows[i].iter().copied(), skip_special_tokens)
         })
@@ -141,7 +170,10 @@ impl TokenDecoder {
                 Some(m) => {
                     let mrow = &m[r * l..(r + 1) * l];
                     self.decode_row(
-                        row.iter().zip(mrow).filter(|(_, &k)| k != 0).map(|(&id, _)| id),
+                        row.iter()
+                            .zip(mrow)
+                            .filter(|(_, &k)| k != 0)
+                            .map(|(&id, _)| id),
                         skip_special_tokens,
                     )
                 }
@@ -149,6 +181,61 @@ impl TokenDecoder {
             }
         })
     }
+}
+
+/// GPT-2's byte <-> printable character map (bytes that are printable map to themselves, the
+/// others to U+0100 onwards, in byte order).
+fn char_to_byte() -> std::collections::HashMap<char, u8> {
+    let printable = |b: u8| matches!(b, 33..=126 | 161..=172 | 174..=255);
+    let mut next = 256u32;
+    let mut map = std::collections::HashMap::with_capacity(256);
+    for b in 0..=255u8 {
+        let c = if printable(b) {
+            char::from(b)
+        } else {
+            let c = char::from_u32(next).unwrap_or('\u{0}');
+            next += 1;
+            c
+        };
+        map.insert(c, b);
+    }
+    map
+}
+
+/// The per-id byte table of a tokenizer whose decoder is ByteLevel alone, or `None` (then the
+/// generic `tokenizers` decode is used). Every entry is checked against `tokenizers` itself.
+fn byte_table(tok: &tokenizers::Tokenizer) -> Option<Vec<Option<(Box<[u8]>, bool)>>> {
+    if !matches!(
+        tok.get_decoder(),
+        Some(tokenizers::DecoderWrapper::ByteLevel(_))
+    ) {
+        return None;
+    }
+    let map = char_to_byte();
+    let n = tok.get_vocab_size(true);
+    let added = tok.get_added_vocabulary();
+    let mut table = Vec::with_capacity(n);
+    for id in 0..n as u32 {
+        let Some(token) = tok.id_to_token(id) else {
+            table.push(None);
+            continue;
+        };
+        // ByteLevel: a token whose characters are all in the map becomes those bytes; any other
+        // token (an added token with other characters) keeps its own UTF-8.
+        let bytes: Vec<u8> = token
+            .chars()
+            .map(|c| map.get(&c).copied())
+            .collect::<Option<Vec<u8>>>()
+            .unwrap_or_else(|| token.as_bytes().to_vec());
+        if let Ok(expected) = tok.decode(&[id], false) {
+            if expected != String::from_utf8_lossy(&bytes) {
+                return None;
+            }
+        }
+        let special = added.is_special_token(&token);
+        table.push(Some((bytes.into_boxed_slice(), special)));
+    }
+    Some(table)
 }
 
 /// transformers' `clean_up_tokenization`: the same ten replacements, in the same order.

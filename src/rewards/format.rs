@@ -35,7 +35,11 @@ impl TagStrings {
     pub fn new(tags: [String; 6]) -> Result<Self> {
         for (k, t) in tags.iter().enumerate() {
             if t.is_empty() {
-                return Err(Error::value(format!("tags[{k}]"), "a non-empty tag string", "''"));
+                return Err(Error::value(
+                    format!("tags[{k}]"),
+                    "a non-empty tag string",
+                    "''",
+                ));
             }
             if tags[..k].contains(t) {
                 return Err(Error::value(
@@ -141,8 +145,11 @@ pub fn ids_format(ids: &[i64], tags: &ParallelTags) -> ParallelFormat {
 }
 
 /// Verdicts of a batch of texts.
-pub fn texts_format(texts: &[String], tags: &TagStrings) -> Result<Vec<ParallelFormat>> {
-    super::par_map(texts.len(), |i| text_format(&texts[i], tags))
+pub fn texts_format(
+    texts: &[impl AsRef<str> + Sync],
+    tags: &TagStrings,
+) -> Result<Vec<ParallelFormat>> {
+    super::par_map(texts.len(), |i| text_format(texts[i].as_ref(), tags))
 }
 
 /// Real (mask != 0) ids of each row of an `[N, L]` integer tensor (any device).

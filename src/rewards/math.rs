@@ -6,7 +6,11 @@
 //! ([`brace_matches`]) instead of a regex or a recursive parser, so a response of a megabyte or a
 //! hundred thousand nested braces costs microseconds to milliseconds, never a hang.
 
-use super::text::{find_ascii_ci, is_py_space, py_strip};
+use std::sync::LazyLock;
+
+use memchr::memmem::FinderRev;
+
+use super::text::{is_py_space, py_strip};
 
 /// Tags removed from a response before extraction (each replaced by a newline, so a tag ends the
 /// `Final Answer:` line it closes).
@@ -23,22 +27,31 @@ const TAGS: [&str; 10] = [
     "</answer>",
 ];
 
+/// A tag at the start of `s`: one of [`TAGS`] or a chat-template marker `<|...|>`.
+fn tag_at(s: &str) -> Option<usize> {
+    if let Some(t) = TAGS.iter().find(|t| s.starts_with(*t)) {
+        return Some(t.len());
+    }
+    let rest = s.strip_prefix("<|")?;
+    let end = rest.as_bytes().iter().take(40).position(|&c| c == b'|')?;
+    rest[end..].starts_with("|>").then_some(2 + end + 2)
+}
+
 fn remove_tags(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut last = 0;
     let mut i = 0;
     let b = s.as_bytes();
-    while i < b.len() {
-        if b[i] == b'<' {
-            if let Some(t) = TAGS.iter().find(|t| s[i..].starts_with(*t)) {
-                out.push_str(&s[last..i]);
-                out.push('\n');
-                i += t.len();
-                last = i;
-                continue;
-            }
+    while let Some(k) = memchr::memchr(b'<', &b[i..]) {
+        i += k;
+        if let Some(len) = tag_at(&s[i..]) {
+            out.push_str(&s[last..i]);
+            out.push('\n');
+            i += len;
+            last = i;
+        } else {
+            i += 1;
         }
-        i += 1;
     }
     out.push_str(&s[last..]);
     out
@@ -99,7 +112,8 @@ fn last_boxed(s: &str) -> Option<&str> {
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
 }
 
 /// The answer of a `Final Answer:` line: its `\boxed{}` if any, else its first `$...$`, else the
@@ -132,41 +146,80 @@ fn final_answer_content(line: &str) -> String {
 /// The answer of a response: the last `Final Answer:` line (case-insensitive; the next non-empty
 /// line when it is empty), else the last `\boxed{}` / `\fbox{}`; tags removed first.
 pub fn extract_math_answer(response: &str) -> Option<String> {
-    let s = remove_tags(response);
-    let mut last = None;
-    let mut pos = 0;
-    while let Some(i) = find_ascii_ci(&s, "final answer", pos) {
-        let mut j = i + "final answer".len();
-        let b = s.as_bytes();
-        while j < b.len() && (b[j] == b' ' || b[j] == b'*') {
-            j += 1;
-        }
-        if j < b.len() && b[j] == b':' {
-            last = Some(j + 1);
-        }
-        pos = i + 1;
-    }
-    if let Some(start) = last {
-        let mut rest = &s[start..];
+    if let Some(start) = last_final_answer(response) {
+        let s = remove_tags(&response[start..]);
+        let mut rest = s.as_str();
         loop {
             let (line, tail) = rest.split_once('\n').unwrap_or((rest, ""));
             let content = final_answer_content(line);
             if !py_strip(&content).is_empty() {
                 return Some(py_strip(&content).to_string());
             }
-            if tail.is_empty() {
-                break;
-            }
-            if !py_strip(line).is_empty() {
+            if tail.is_empty() || !py_strip(line).is_empty() {
                 break;
             }
             rest = tail;
         }
     }
-    last_boxed(&s)
-        .map(py_strip)
-        .filter(|a| !a.is_empty())
-        .map(str::to_owned)
+    let boxed = match quick_last_boxed(response) {
+        Some(content) => remove_tags(content),
+        // The last box is unclosed (or absent): the linear full search over earlier ones.
+        None => last_boxed(&remove_tags(response))?.to_string(),
+    };
+    let boxed = py_strip(&boxed);
+    (!boxed.is_empty()).then(|| boxed.to_string())
+}
+
+/// Byte index just after the colon of the last `Final Answer:` (case-insensitive, spaces or
+/// `*` allowed before the colon). Searched backwards, so its cost is the text after it.
+fn last_final_answer(s: &str) -> Option<usize> {
+    const KEY: &[u8] = b"final answer";
+    let b = s.as_bytes();
+    let mut end = b.len();
+    while let Some(i) = memchr::memrchr2(b'f', b'F', &b[..end]) {
+        end = i;
+        if b.len() - i >= KEY.len() && b[i..i + KEY.len()].eq_ignore_ascii_case(KEY) {
+            let mut j = i + KEY.len();
+            while j < b.len() && (b[j] == b' ' || b[j] == b'*') {
+                j += 1;
+            }
+            if j < b.len() && b[j] == b':' {
+                return Some(j + 1);
+            }
+        }
+    }
+    None
+}
+
+/// Content of the last `\boxed{...}` / `\fbox{...}` when that last one is closed (the common
+/// case, found without scanning the text before it); `None` otherwise.
+fn quick_last_boxed(s: &str) -> Option<&str> {
+    let b = s.as_bytes();
+    static BOXED: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\\boxed"));
+    static FBOX: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\\fbox"));
+    let boxed = BOXED.rfind(b).map(|i| i + 6);
+    let fbox = FBOX.rfind(b).map(|i| i + 5);
+    let after = boxed.max(fbox)?;
+    match b.get(after)? {
+        b'{' => {
+            let mut depth = 0usize;
+            let mut i = after;
+            while let Some(k) = memchr::memchr2(b'{', b'}', &b[i..]) {
+                i += k;
+                if b[i] == b'{' {
+                    depth += 1;
+                } else {
+                    depth -= 1;
+                    if depth == 0 {
+                        return Some(&s[after + 1..i]);
+                    }
+                }
+                i += 1;
+            }
+            None
+        }
+        _ => None,
+    }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -290,22 +343,26 @@ pub struct Normalized {
 }
 
 fn replace_all(s: &str, pats: &[&str], with: &str) -> String {
-    let mut out = String::with_capacity(s.len());
     let b = s.as_bytes();
+    // Only positions whose byte starts some pattern are tried.
+    let mut first = [false; 256];
+    for p in pats {
+        first[usize::from(p.as_bytes()[0])] = true;
+    }
+    let mut out = String::with_capacity(s.len());
     let mut i = 0;
     let mut last = 0;
     while i < b.len() {
-        if let Some(p) = pats.iter().find(|p| s[i..].starts_with(**p)) {
-            out.push_str(&s[last..i]);
-            out.push_str(with);
-            i += p.len();
-            last = i;
-        } else {
-            i += 1;
-            while i < b.len() && !s.is_char_boundary(i) {
-                i += 1;
+        if first[usize::from(b[i])] {
+            if let Some(p) = pats.iter().find(|p| b[i..].starts_with(p.as_bytes())) {
+                out.push_str(&s[last..i]);
+                out.push_str(with);
+                i += p.len();
+                last = i;
+                continue;
             }
         }
+        i += 1;
     }
     out.push_str(&s[last..]);
     out
@@ -518,15 +575,29 @@ fn drop_thousands(s: &str) -> String {
 
 /// Canonical form of an answer string (see the module docs for the rules).
 pub fn normalize_math(answer: &str) -> Normalized {
+    // Plain numbers (most answers) skip the LaTeX passes, which would not change them.
+    let simple = |c: u8| matches!(c, b'0'..=b'9' | b'+' | b'-' | b'.' | b'/' | b',' | b' ');
+    if answer.bytes().all(simple) {
+        return finish(&answer.replace(",,", ","), false);
+    }
     let s = answer.replace(['\n', '\r'], " ").replace('\u{2212}', "-");
     let s = replace_all(&s, &["\\dfrac", "\\tfrac"], "\\frac");
     let s = replace_all(&s, &REMOVE, "");
     let percent = s.contains('%');
     let s = replace_all(&s, &["\\%", "%", "$"], "");
-    let s = unwrap_commands(&s);
+    let s = if s.contains('\\') {
+        unwrap_commands(&s)
+    } else {
+        s
+    };
     let s = s.replace(",,", ",");
     let s = drop_units(&s);
     let s = drop_assignment(s);
+    finish(s, percent)
+}
+
+/// The passes shared by every answer: mixed numbers, spaces, shorthands, thousands, `.5`.
+fn finish(s: &str, percent: bool) -> Normalized {
     let s = py_strip(s).trim_end_matches('.');
     // `3 1/2` is a mixed number: keep it apart from `31/2` before spaces go.
     let mixed = mixed_spaced(s);
@@ -536,7 +607,11 @@ pub fn normalize_math(answer: &str) -> Normalized {
         .chars()
         .filter(|&c| !is_py_space(c))
         .collect();
-    let s = brace_shorthands(&s);
+    let s = if s.contains('\\') {
+        brace_shorthands(&s)
+    } else {
+        s
+    };
     let s = drop_thousands(&s);
     let s = leading_zero(&s);
     Normalized {
@@ -563,7 +638,9 @@ fn leading_zero(s: &str) -> String {
     while let Some(c) = chars.next() {
         if c == '.'
             && chars.peek().is_some_and(char::is_ascii_digit)
-            && prev.map_or(true, |p| matches!(p, '{' | '(' | '[' | ',' | '-' | '+' | '/'))
+            && prev.map_or(true, |p| {
+                matches!(p, '{' | '(' | '[' | ',' | '-' | '+' | '/')
+            })
         {
             out.push('0');
         }
@@ -840,10 +917,14 @@ pub fn math_equal(pred: &str, gold: &str, percent: bool) -> bool {
 
 /// Scores one response against its golds: `Some(true)` correct, `Some(false)` an answer that is
 /// not equal, `None` no answer found.
-pub fn judge_response(response: &str, golds: &[Normalized], percent: bool) -> Option<bool> {
+pub fn judge_response<'a>(
+    response: &str,
+    mut golds: impl Iterator<Item = &'a Normalized>,
+    percent: bool,
+) -> Option<bool> {
     let answer = extract_math_answer(response)?;
     let p = normalize_math(&answer);
-    Some(golds.iter().any(|g| normalized_equal(&p, g, percent)))
+    Some(golds.any(|g| normalized_equal(&p, g, percent)))
 }
 
 #[cfg(test)]
@@ -854,11 +935,23 @@ mod tests {
     fn extraction() {
         let e = |s: &str| extract_math_answer(s);
         assert_eq!(e("so\nFinal Answer: 42\nmore"), Some("42".into()));
-        assert_eq!(e("final answer: 1\nFINAL ANSWER: $x = 3$."), Some("x = 3".into()));
-        assert_eq!(e("Final Answer: The final answer is $7$. I hope it is correct."), Some("7".into()));
-        assert_eq!(e("\\boxed{1} then \\boxed{\\frac{1}{2}}"), Some("\\frac{1}{2}".into()));
+        assert_eq!(
+            e("final answer: 1\nFINAL ANSWER: $x = 3$."),
+            Some("x = 3".into())
+        );
+        assert_eq!(
+            e("Final Answer: The final answer is $7$. I hope it is correct."),
+            Some("7".into())
+        );
+        assert_eq!(
+            e("\\boxed{1} then \\boxed{\\frac{1}{2}}"),
+            Some("\\frac{1}{2}".into())
+        );
         assert_eq!(e("\\boxed{3} and \\boxed{4"), Some("3".into()));
-        assert_eq!(e("<Summary>Final Answer: 5</Summary>junk"), Some("5".into()));
+        assert_eq!(
+            e("<Summary>Final Answer: 5</Summary>junk"),
+            Some("5".into())
+        );
         assert_eq!(e("Final Answer:\n\n\\boxed{9}"), Some("9".into()));
         assert_eq!(e("nothing here"), None);
         assert_eq!(e("\\boxed{}"), None);

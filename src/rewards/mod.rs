@@ -43,29 +43,26 @@ pub fn check_golds(n: usize, golds: &[Vec<String>]) -> Result<()> {
 }
 
 /// Maps `f` over the responses in r1kit's pool, keeping the order.
-pub(crate) fn par_map<T: Send>(
-    n: usize,
-    f: impl Fn(usize) -> T + Sync + Send,
-) -> Result<Vec<T>> {
+pub(crate) fn par_map<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync + Send) -> Result<Vec<T>> {
     crate::parallel::install(|| (0..n).into_par_iter().map(f).collect())
 }
 
 /// QA scores of a batch (see [`qa::score_response`]).
 pub fn qa_scores(
-    responses: &[String],
+    responses: &[impl AsRef<str> + Sync],
     golds: &[Vec<String>],
     metric: Metric,
     unicode: bool,
 ) -> Result<Vec<qa::QaScore>> {
     check_golds(responses.len(), golds)?;
     par_map(responses.len(), |i| {
-        qa::score_response(&responses[i], &golds[i], metric, unicode)
+        qa::score_response(responses[i].as_ref(), &golds[i], metric, unicode)
     })
 }
 
 /// Search-R1 format-aware QA scores of a batch (see [`qa::format_score`]).
 pub fn qa_format_scores(
-    responses: &[String],
+    responses: &[impl AsRef<str> + Sync],
     golds: &[Vec<String>],
     metric: Metric,
     unicode: bool,
@@ -83,7 +80,7 @@ pub fn qa_format_scores(
     }
     par_map(responses.len(), |i| {
         qa::format_score(
-            &responses[i],
+            responses[i].as_ref(),
             &golds[i],
             metric,
             unicode,
@@ -94,28 +91,54 @@ pub fn qa_format_scores(
 }
 
 /// Answers extracted from a batch (last `<answer>` block, stripped).
-pub fn extract_answers(responses: &[String]) -> Result<Vec<Option<String>>> {
+pub fn extract_answers(responses: &[impl AsRef<str> + Sync]) -> Result<Vec<Option<String>>> {
     par_map(responses.len(), |i| {
-        qa::extract_answer(&responses[i]).map(str::to_owned)
+        qa::extract_answer(responses[i].as_ref()).map(str::to_owned)
     })
+}
+
+/// Each distinct gold answer normalized once (RL batches repeat golds across a group), and per
+/// response the indices of its golds in that table.
+fn prepare_golds(golds: &[Vec<String>]) -> Result<(Vec<math::Normalized>, Vec<Vec<usize>>)> {
+    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut unique: Vec<&str> = Vec::new();
+    let refs = golds
+        .iter()
+        .map(|gs| {
+            gs.iter()
+                .map(|g| {
+                    *index.entry(g.as_str()).or_insert_with(|| {
+                        unique.push(g.as_str());
+                        unique.len() - 1
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    let table = par_map(unique.len(), |i| math::normalize_math(unique[i]))?;
+    Ok((table, refs))
 }
 
 /// Math verdicts of a batch: `Some(true)` correct, `Some(false)` wrong, `None` no answer.
 pub fn math_judge(
-    responses: &[String],
+    responses: &[impl AsRef<str> + Sync],
     golds: &[Vec<String>],
     percent: bool,
 ) -> Result<Vec<Option<bool>>> {
     check_golds(responses.len(), golds)?;
+    let (table, refs) = prepare_golds(golds)?;
     par_map(responses.len(), |i| {
-        let g: Vec<math::Normalized> = golds[i].iter().map(|g| math::normalize_math(g)).collect();
-        math::judge_response(&responses[i], &g, percent)
+        math::judge_response(
+            responses[i].as_ref(),
+            refs[i].iter().map(|&k| &table[k]),
+            percent,
+        )
     })
 }
 
 /// Math scores of a batch: `correct` or `incorrect` per response.
 pub fn math_scores(
-    responses: &[String],
+    responses: &[impl AsRef<str> + Sync],
     golds: &[Vec<String>],
     percent: bool,
     correct: f64,
@@ -132,16 +155,14 @@ pub fn math_scores(
 pub fn recipe_rewards(
     recipe: recipe::Recipe,
     step: u64,
-    responses: &[String],
+    responses: &[impl AsRef<str> + Sync],
     golds: &[Vec<String>],
     formats: impl Fn(usize) -> format::ParallelFormat + Sync + Send,
 ) -> Result<Vec<f64>> {
-    check_golds(responses.len(), golds)?;
+    let correct = math_judge(responses, golds, false)?;
     let needs_format = recipe.needs_format(step);
     par_map(responses.len(), |i| {
-        let g: Vec<math::Normalized> = golds[i].iter().map(|g| math::normalize_math(g)).collect();
-        let correct = math::judge_response(&responses[i], &g, false) == Some(true);
         let fmt = needs_format.then(|| formats(i));
-        recipe.reward(step, correct, fmt.as_ref())
+        recipe.reward(step, correct[i] == Some(true), fmt.as_ref())
     })
 }

@@ -1,6 +1,9 @@
 //! QA rewards (ZeroSearch, Search-R1): answer extraction, SQuAD normalization, F1 / EM /
 //! contains, and Search-R1's format-aware score. Definitions: `shared/spec/rewards.md`.
 
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 use unicode_normalization::char::canonical_combining_class;
 use unicode_normalization::UnicodeNormalization;
 
@@ -39,17 +42,18 @@ impl Metric {
 /// Pairs are found left to right like the references' non-greedy regex: an `<answer>` pairs with
 /// the first `</answer>` after it. Linear in the response.
 pub fn extract_answer(response: &str) -> Option<&str> {
-    const OPEN: &str = "<answer>";
-    const CLOSE: &str = "</answer>";
+    static OPEN: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"<answer>"));
+    static CLOSE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"</answer>"));
+    let b = response.as_bytes();
     let mut last = None;
     let mut pos = 0;
-    while let Some(o) = response[pos..].find(OPEN) {
-        let start = pos + o + OPEN.len();
-        let Some(c) = response[start..].find(CLOSE) else {
+    while let Some(o) = OPEN.find(&b[pos..]) {
+        let start = pos + o + OPEN.needle().len();
+        let Some(c) = CLOSE.find(&b[start..]) else {
             break; // no later `<answer>` can be closed either
         };
         last = Some(&response[start..start + c]);
-        pos = start + c + CLOSE.len();
+        pos = start + c + CLOSE.needle().len();
     }
     last.map(py_strip)
 }
@@ -291,9 +295,17 @@ mod tests {
         let two = "<answer>Marlowe</answer> ... <answer>Shakespeare</answer>";
         assert!((f1(two, &ws[..1]) - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!(f1("<answer>Romeo</answer>", &["Rome"]), 0.0);
-        let rome = score_response("<answer>Romeo</answer>", &golds(&["Rome"]), Metric::Contains, false);
+        let rome = score_response(
+            "<answer>Romeo</answer>",
+            &golds(&["Rome"]),
+            Metric::Contains,
+            false,
+        );
         assert_eq!(rome.score, 1.0);
-        assert_eq!(f1("<answer>Shakespeare Shakespeare</answer>", &ws[..1]), 0.5);
+        assert_eq!(
+            f1("<answer>Shakespeare Shakespeare</answer>", &ws[..1]),
+            0.5
+        );
         assert_eq!(f1("<answer>1,000</answer>", &["1000"]), 1.0);
         assert_eq!(f1("<answer>Paris", &["Paris"]), 0.0);
     }
@@ -307,8 +319,14 @@ mod tests {
         assert_eq!(normalize_answer("Café «Noël»", true), "cafe noel");
         // An empty gold never matches, not even an empty answer.
         let g = golds(&["", "!!"]);
-        assert_eq!(score_response("<answer></answer>", &g, Metric::Em, false).score, 0.0);
-        assert_eq!(score_response("<answer>x</answer>", &g, Metric::Contains, false).score, 0.0);
+        assert_eq!(
+            score_response("<answer></answer>", &g, Metric::Em, false).score,
+            0.0
+        );
+        assert_eq!(
+            score_response("<answer>x</answer>", &g, Metric::Contains, false).score,
+            0.0
+        );
     }
 
     #[test]
@@ -316,9 +334,13 @@ mod tests {
         let good = "<think>a</think>\n<search>q</search><information>d</information>\
                     <think>b</think> <answer>Paris</answer>\n";
         assert!(is_valid_search_sequence(good));
-        assert!(!is_valid_search_sequence("<think>a</think> x <answer>Paris</answer>"));
+        assert!(!is_valid_search_sequence(
+            "<think>a</think> x <answer>Paris</answer>"
+        ));
         assert!(!is_valid_search_sequence("<answer>Paris</answer>"));
-        assert!(!is_valid_search_sequence("<think>a</think><answer>Paris</answer> tail"));
+        assert!(!is_valid_search_sequence(
+            "<think>a</think><answer>Paris</answer> tail"
+        ));
         let g = golds(&["Paris"]);
         let s = |r: &str| format_score(r, &g, Metric::Em, false, 0.2, 0.1);
         assert_eq!(s(good), 1.0);

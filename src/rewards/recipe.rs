@@ -113,7 +113,10 @@ mod tests {
             &tags,
         );
         let plain = text_format("no blocks", &tags);
-        let broken = text_format("<Parallel><Path>a</Path></Parallel><Summary>s</Summary>", &tags);
+        let broken = text_format(
+            "<Parallel><Path>a</Path></Parallel><Summary>s</Summary>",
+            &tags,
+        );
         for step in 1..=30u64 {
             let fmt_step = matches!(step % 10, 9 | 0);
             let got = |c, f: &ParallelFormat| r.reward(step, c, Some(f));

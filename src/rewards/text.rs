@@ -51,23 +51,6 @@ pub fn py_strip(s: &str) -> &str {
     s.trim_matches(is_py_space)
 }
 
-/// Finds `needle` in `hay` ignoring ASCII case, from byte `from`; linear in `hay`.
-pub fn find_ascii_ci(hay: &str, needle: &str, from: usize) -> Option<usize> {
-    let (h, n) = (hay.as_bytes(), needle.as_bytes());
-    if n.is_empty() || h.len() < n.len() {
-        return None;
-    }
-    let first = n[0].to_ascii_lowercase();
-    let mut i = from;
-    while i + n.len() <= h.len() {
-        if h[i].to_ascii_lowercase() == first && h[i..i + n.len()].eq_ignore_ascii_case(n) {
-            return Some(i);
-        }
-        i += 1;
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +63,5 @@ mod tests {
         assert!('\u{93e}'.is_alphabetic() && !is_word('\u{93e}'));
         assert!(is_ascii_punct('~') && !is_ascii_punct('«') && is_unicode_punct('«'));
         assert_eq!(py_strip("\u{1c} a b\u{a0}"), "a b");
-        assert_eq!(find_ascii_ci("x FINAL answer: 3", "final answer:", 0), Some(2));
     }
 }
