@@ -547,6 +547,8 @@ def test_bad_rollout_inputs() -> None:
         e.rollout(policy, ["Q0: a"], ["a"], [], 1)
     with pytest.raises(r1kit.ShapeError, match="`keys`"):
         e.rollout(policy, ["Q0: a"], ["a"], ["a"], 1, keys=[1, 2])
+    with pytest.raises(r1kit.ArgumentTypeError, match="keys"):
+        e.rollout(lambda c, s: pytest.fail("generated"), ["Q0: a"], ["a"], ["a"], 1, keys=[1.5])
     with pytest.raises(r1kit.ArgumentTypeError, match=r"`prompts\[0\]`"):
         e.rollout(policy, [3], ["a"], ["a"], 1)  # type: ignore[list-item]
     with pytest.raises(r1kit.ArgumentTypeError, match=r"`golds\[0\]`"):

@@ -962,7 +962,11 @@ class SearchEnv:
             row_keys = list(keys)
             if len(row_keys) != n:
                 raise ShapeError(f"`keys`: expected one key per prompt ({n}), got {len(row_keys)}")
-        self.schedule.probability(step)  # validates step before any generation
+        # Validates step and keys before any generation (a bad key would otherwise surface
+        # only after the policy's first turn).
+        self.schedule.probability(step)
+        if n:
+            self.schedule.draw_noisy(step, row_keys, 0, self.seed)
 
         tok = self._tok
         responses = [""] * n
