@@ -185,6 +185,35 @@ def test_answer_inside_documents_is_not_the_policy_answer() -> None:
     assert out.rewards.tolist() == [0.0]
 
 
+FRAGMENTS = ["<search>", "</search>", "<answer>", "</answer>", "capital of Peru", " ", "\n\n",
+             INFO_OPEN, INFO_CLOSE, "x\n", "Doc 1:"]  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    scripts=st.lists(
+        st.lists(st.lists(st.sampled_from(FRAGMENTS), max_size=8).map("".join), min_size=1,
+                 max_size=3),
+        min_size=1, max_size=4,
+    ),
+    max_turns=st.integers(1, 2), p=st.sampled_from([0.0, 0.5, 1.0]),
+)  # fmt: skip
+def test_any_policy_text_masks_from_ids_and_spans_agree(
+    scripts: list[list[str]], max_turns: int, p: float
+) -> None:
+    e = env(p, max_turns=max_turns)
+    policy = scripted(dict(enumerate(scripts)))
+    out = e.rollout(policy, [f"Q{i}: x" for i in range(len(scripts))], ["q"] * len(scripts),
+                    ["Lima"] * len(scripts), 1)  # fmt: skip
+    assert torch.equal(e.observation_mask(out.response_ids, out.response_mask), out.loss_mask)
+    for row, texts in enumerate(out.policy_texts):
+        # The loss covers exactly the policy's tokens; every observation is one recorded span.
+        assert int(out.loss_mask[row].sum()) == sum(len(enc(t)) for t in texts)
+        assert len(out.obs_spans[row]) == len(texts) - 1  # none after the last turn
+        assert all(INFO_OPEN not in t and INFO_CLOSE not in t for t in texts)
+        assert len(texts) <= max_turns + 1
+
+
 # ------------------------------------------------------------------ the reference's bugs
 
 
