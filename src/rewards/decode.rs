@@ -8,13 +8,16 @@ use tch::{Device, Kind, Tensor};
 use crate::error::{Error, Result};
 use crate::tensor::{contiguous, cpu_slice, expect_ndim, integer_as_i64, kind_name, kind_of};
 
+/// Per token id: its bytes under the ByteLevel decoder and whether it is a special token.
+type ByteTable = Vec<Option<(Box<[u8]>, bool)>>;
+
 /// A tokenizer used only to decode (`tokenizer.json`).
 pub struct TokenDecoder {
     tokenizer: tokenizers::Tokenizer,
     /// For byte-level BPE tokenizers (GPT-2, Llama 3, Qwen): each id's bytes and whether it is a
     /// special token, so a row decodes by concatenation (what the ByteLevel decoder computes,
     /// checked token by token against the `tokenizers` crate when the table is built).
-    bytes: Option<Vec<Option<(Box<[u8]>, bool)>>>,
+    bytes: Option<ByteTable>,
     /// Apply transformers' `clean_up_tokenization` after decoding (HF's
     /// `clean_up_tokenization_spaces=True`), so text equals `batch_decode`'s.
     clean_up_spaces: bool,
@@ -204,7 +207,7 @@ fn char_to_byte() -> std::collections::HashMap<char, u8> {
 
 /// The per-id byte table of a tokenizer whose decoder is ByteLevel alone, or `None` (then the
 /// generic `tokenizers` decode is used). Every entry is checked against `tokenizers` itself.
-fn byte_table(tok: &tokenizers::Tokenizer) -> Option<Vec<Option<(Box<[u8]>, bool)>>> {
+fn byte_table(tok: &tokenizers::Tokenizer) -> Option<ByteTable> {
     if !matches!(
         tok.get_decoder(),
         Some(tokenizers::DecoderWrapper::ByteLevel(_))
