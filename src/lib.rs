@@ -9,6 +9,7 @@
 //! - [`structure`]: Parallel-R1 thinking blocks: parse, position ids, attention masks.
 //! - [`rewards`]: QA F1 / EM, math accuracy, Parallel-R1 format and reward recipes, from text
 //!   or token ids.
+//! - [`search`]: ZeroSearch's observation loss mask, from token ids or recorded spans.
 //! - [`tensor`]: validation, raw CPU views and the CPU / device path switch shared by all areas.
 //! - [`parallel`]: r1kit's fork-safe rayon pool (`R1KIT_NUM_THREADS`).
 //! - [`error`]: the crate's one error enum.
@@ -18,6 +19,7 @@ pub mod parallel;
 pub mod rewards;
 pub mod rl;
 pub mod schedule;
+pub mod search;
 pub mod structure;
 pub mod tensor;
 

@@ -19,7 +19,7 @@ import torch  # noqa: F401  # isort: skip
 
 from importlib.metadata import PackageNotFoundError, version
 
-from r1kit import _core, rewards, rl
+from r1kit import _core, rewards, rl, search
 from r1kit.curriculum import NoiseSchedule
 from r1kit.errors import (
     ArgumentError,
@@ -85,5 +85,6 @@ __all__ = [
     "parse_parallel",
     "rewards",
     "rl",
+    "search",
     "set_num_threads",
 ]

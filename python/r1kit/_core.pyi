@@ -7,6 +7,7 @@ import torch
 
 __all__ = [
     "NoiseSchedule",
+    "TokenDecoder",
     "_resolve_path",
     "_roundtrip",
     "_tensor_info",
@@ -14,6 +15,8 @@ __all__ = [
     "agg_loss_backward",
     "apply_kl_penalty",
     "entropy_from_logits",
+    "extract_answer",
+    "extract_math_answer",
     "gae",
     "get_num_threads",
     "grpo",
@@ -24,13 +27,25 @@ __all__ = [
     "masked_mean",
     "masked_var",
     "masked_whiten",
+    "math_equal",
+    "math_judge",
+    "math_scores",
+    "normalize_answer",
+    "normalize_math_answer",
+    "observation_mask",
     "outcome",
+    "parallel_format",
+    "parallel_r1_recipe",
+    "parallel_r1_rewards",
     "policy_loss",
     "policy_loss_backward",
+    "qa_format_scores",
+    "qa_scores",
     "reinforce_plus_plus",
     "remax",
     "rloo",
     "set_num_threads",
+    "spans_mask",
 ]
 
 def set_num_threads(n: int) -> None:
@@ -235,21 +250,6 @@ class ParallelLayoutCore:
 
 # --- rewards ---
 
-__all__ += [
-    "TokenDecoder",
-    "extract_answer",
-    "extract_math_answer",
-    "math_equal",
-    "math_judge",
-    "math_scores",
-    "normalize_answer",
-    "normalize_math_answer",
-    "parallel_format",
-    "parallel_r1_recipe",
-    "parallel_r1_rewards",
-    "qa_format_scores",
-    "qa_scores",
-]
 
 @final
 class TokenDecoder:
@@ -345,3 +345,21 @@ def parallel_r1_rewards(
     decoder: TokenDecoder | None = None,
     tags: Sequence[str] | Sequence[int] | None = None,
 ) -> torch.Tensor: ...
+
+# --- search ---
+
+def observation_mask(
+    input_ids: torch.Tensor,
+    info_open: int,
+    info_close: int,
+    attention_mask: torch.Tensor | None = None,
+    before: Sequence[int] | None = None,
+    after: Sequence[int] | None = None,
+    path: str | None = None,
+) -> torch.Tensor:
+    """Observation loss mask from token ids (see ``r1kit.search.observation_mask``)."""
+
+def spans_mask(
+    lengths: Sequence[int], width: int, spans: Sequence[tuple[int, int, int]]
+) -> torch.Tensor:
+    """int64 loss mask from recorded (row, start, end) spans (see ``r1kit.search.spans_mask``)."""

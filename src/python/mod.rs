@@ -6,6 +6,7 @@ mod errors;
 mod rewards;
 mod rl;
 mod schedule;
+mod search;
 mod structure;
 mod tensor;
 
@@ -39,5 +40,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     rl::register(m)?;
     structure::register(m)?;
     rewards::register(m)?;
+    search::register(m)?;
     Ok(())
 }
