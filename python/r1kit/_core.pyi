@@ -250,7 +250,6 @@ class ParallelLayoutCore:
 
 # --- rewards ---
 
-
 @final
 class TokenDecoder:
     """A tokenizer.json decoder in Rust (``tokenizers`` crate); decodes batches in parallel."""
