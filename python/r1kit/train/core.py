@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import json
 import time
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ __all__ = [
     "SFTBatch",
     "encode_sft",
     "layout_inputs",
+    "progress_bar",
     "sample",
     "sequence_log_probs",
 ]
@@ -143,7 +145,7 @@ def sequence_log_probs(
     tags: ParallelTags,
     structured: bool = True,
 ) -> torch.Tensor:
-    """``out[b, t] = log p(input_ids[b, t] | input_ids[b, :t])`` under the layout; ``out[:, 0] = 0``.
+    """``out[b, t] = log p(ids[b, t] | ids[b, :t])`` under the layout; ``out[:, 0] = 0``.
 
     Args:
         model, input_ids, attention_mask, response_start, tags, structured: As in
@@ -171,11 +173,41 @@ class Rollout:
     """``P``: every response starts at this index."""
     texts: list[str]
     """The decoded responses (tags kept, ``<eos>`` and pads dropped)."""
+    forced: torch.Tensor
+    """bool ``[N, T]``: tokens the sampler wrote instead of the model (path-count rule)."""
 
     @property
     def response_mask(self) -> torch.Tensor:
         """float ``[N, T]``: 1 on response tokens (the ``<eos>`` included)."""
         return self.attention_mask[:, self.prompt_len :].float()
+
+    @property
+    def loss_mask(self) -> torch.Tensor:
+        """float ``[N, T]``: the response tokens the policy chose (forced ones excluded)."""
+        return self.response_mask * (~self.forced).float()
+
+
+class _PathCounter:
+    """Per-row count of the closed paths of the open top-level block (token by token)."""
+
+    def __init__(self, tags: ParallelTags) -> None:
+        self.tags = tags
+        self.depth = 0
+        self.closed = 0
+        self.after_close = False
+
+    def push(self, token: int) -> None:
+        t = self.tags
+        self.after_close = False
+        if token == t.parallel:
+            self.depth += 1
+            if self.depth == 1:
+                self.closed = 0
+        elif token == t.parallel_end and self.depth > 0:
+            self.depth -= 1
+        elif token == t.path_end and self.depth == 1:
+            self.closed += 1
+            self.after_close = True
 
 
 @torch.no_grad()
@@ -188,6 +220,8 @@ def sample(
     temperature: float = 1.0,
     structured: bool = True,
     generator: torch.Generator | None = None,
+    min_paths: int = 2,
+    max_paths: int = 4,
 ) -> Rollout:
     """Samples one response per prompt under the training layout (mask and positions).
 
@@ -200,6 +234,14 @@ def sample(
     whose block later turns out malformed falls back to causal text in the training parse but was
     sampled under the structured view of its prefix.
 
+    Path count: under the structured layout the token after a ``</Path>`` is predicted from that
+    path alone, so the model cannot see how many paths its block already has (and under greedy
+    decoding every path of a block is the same text). The sampler therefore writes ``<Path>``
+    after a path of a top-level block while fewer than ``min_paths`` are closed, and
+    ``</Parallel>`` once ``max_paths`` are; in between the model decides. Those tokens are
+    marked in :attr:`Rollout.forced` and left out of :attr:`Rollout.loss_mask`. The causal
+    variant (``structured=False``) sees its paths and is never forced.
+
     Args:
         model: A ``transformers`` causal LM.
         tokenizer: Its tokenizer (``pad_token_id``, ``eos_token_id``).
@@ -209,6 +251,8 @@ def sample(
         temperature: Softmax temperature; 0 picks the most likely token.
         structured: False samples with plain causal attention and positions.
         generator: Random generator of the draws.
+        min_paths: Paths a top-level block gets before the model may close it (structured only).
+        max_paths: Paths after which the block is closed (structured only).
 
     Returns:
         The :class:`Rollout`.
@@ -222,6 +266,10 @@ def sample(
         raise ArgumentError(f"`max_new_tokens`: expected a positive count, got {max_new_tokens}")
     if temperature < 0:
         raise ArgumentError(f"`temperature`: expected a value >= 0, got {temperature}")
+    if not 1 <= min_paths <= max_paths:
+        raise ArgumentError(
+            f"`max_paths`: expected 1 <= min_paths <= max_paths, got {min_paths}, {max_paths}"
+        )
     pad, eos = int(tokenizer.pad_token_id), int(tokenizer.eos_token_id)
     encoded = [tokenizer.encode(p, add_special_tokens=False) for p in prompts]
     width = max(len(e) for e in encoded)
@@ -232,6 +280,8 @@ def sample(
         ids[i, width - len(e) :] = torch.tensor(e)
         mask[i, width - len(e) :] = 1
     done = torch.zeros(n, dtype=torch.bool)
+    counters = [_PathCounter(tags) for _ in range(n)]
+    forced_cols = []
     was_training = model.training
     model.eval()
     for _ in range(max_new_tokens):
@@ -244,6 +294,15 @@ def sample(
             probs = torch.softmax(logits / temperature, dim=-1)
             nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+        forced = torch.zeros(n, dtype=torch.bool)
+        for i, counter in enumerate(counters):
+            if structured and counter.after_close and not bool(done[i]):
+                if counter.closed < min_paths:
+                    nxt[i], forced[i] = tags.path, True
+                elif counter.closed >= max_paths:
+                    nxt[i], forced[i] = tags.parallel_end, True
+            counter.push(int(nxt[i]))
+        forced_cols.append(forced)
         ids = torch.cat([ids, nxt[:, None]], dim=1)
         mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
         done |= nxt == eos
@@ -256,7 +315,13 @@ def sample(
         if row and row[-1] == eos:
             row = row[:-1]
         texts.append(tokenizer.decode(row, skip_special_tokens=False))
-    return Rollout(ids, mask, width, texts)
+    return Rollout(ids, mask, width, texts, torch.stack(forced_cols, dim=1))
+
+
+def progress_bar(steps: int, desc: str, enabled: bool) -> Any:
+    """A tqdm bar over ``range(1, steps + 1)`` (tqdm's ``auto`` flavour; silent when disabled)."""
+    tqdm = importlib.import_module("tqdm.auto").tqdm
+    return tqdm(range(1, steps + 1), desc=desc, disable=not enabled, leave=False)
 
 
 class MetricsLog:

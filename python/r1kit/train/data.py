@@ -16,8 +16,8 @@ Example:
     >>> ex = easy_arithmetic(1, seed=3)[0]
     >>> ex.prompt, ex.answer
     ('3*9=?\\n', '27')
-    >>> ex.response
-    '<Parallel><Path>3*9=27</Path><Path>9*3=27</Path></Parallel><Summary>27</Summary>Final Answer: 27'
+    >>> ex.response[:60]
+    '<Parallel><Path>3*9=27</Path><Path>9*3=27</Path></Parallel>'
 """
 
 from __future__ import annotations
@@ -194,7 +194,9 @@ def fact_table(n_entities: int, seed: int = 0) -> list[Example]:
     for name in names:
         for attr in _ATTRIBUTES:
             value = rng.choice(_VALUES[attr])
-            out.append(Example(f"What is the {attr} of {name}?\n", f"<answer>{value}</answer>", value))
+            out.append(
+                Example(f"What is the {attr} of {name}?\n", f"<answer>{value}</answer>", value)
+            )
     return out
 
 
@@ -252,8 +254,10 @@ def load_jsonl(path: str | Path, required: Sequence[str] = ("prompt", "answer"))
             fields = {}
             for field in ("prompt", "response", "answer"):
                 value = row.get(field, "")
-                if field == "answer" and isinstance(value, int | float) and not isinstance(
-                    value, bool
+                if (
+                    field == "answer"
+                    and isinstance(value, int | float)
+                    and not isinstance(value, bool)
                 ):
                     value = str(value)
                 if not isinstance(value, str):

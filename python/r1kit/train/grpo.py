@@ -32,7 +32,14 @@ from r1kit import rl
 from r1kit.errors import ArgumentError
 from r1kit.rewards import ParallelR1Reward
 from r1kit.structure import ParallelTags
-from r1kit.train.core import MetricsLog, Rollout, response_stats, sample, sequence_log_probs
+from r1kit.train.core import (
+    MetricsLog,
+    Rollout,
+    progress_bar,
+    response_stats,
+    sample,
+    sequence_log_probs,
+)
 from r1kit.train.data import Example
 
 __all__ = ["ESTIMATORS", "GRPOConfig", "RewardFn", "grpo_train", "grpo_update"]
@@ -121,8 +128,9 @@ def grpo_update(
     """Policy-gradient update(s) on one scored rollout batch.
 
     The sequence reward sits on each response's last token; the estimator spreads the advantage
-    over the response. ``old_log_prob`` is the policy before the first update (so the first
-    update is on-policy and the clip only acts from the second).
+    over the response. Tokens the sampler forced (:attr:`Rollout.forced`) carry no loss.
+    ``old_log_prob`` is the policy before the first update (so the first update is on-policy and
+    the clip only acts from the second).
 
     Args:
         model: The policy (trained in place).
@@ -144,9 +152,9 @@ def grpo_update(
     if config.kl_coef > 0 and ref_model is None:
         raise ArgumentError("`ref_model`: required when kl_coef > 0, got None")
     p = rollout.prompt_len
-    mask = rollout.response_mask
+    mask = rollout.loss_mask
     ids, attn = rollout.input_ids, rollout.attention_mask
-    last = (mask.sum(1).long() - 1).clamp(min=0)
+    last = (rollout.response_mask.sum(1).long() - 1).clamp(min=0)
     token_rewards = torch.zeros_like(mask)
     token_rewards[torch.arange(mask.shape[0]), last] = rewards.float()
     advantages = ESTIMATORS[config.estimator](token_rewards, mask, group_ids)
@@ -173,7 +181,7 @@ def grpo_update(
             kl = rl.masked_mean(rl.kl_penalty(lp, ref, config.kl_kind), mask)  # type: ignore[arg-type]
             loss = loss + config.kl_coef * kl
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
         optimizer.step()
         out = {
@@ -218,8 +226,6 @@ def grpo_train(
     Raises:
         ArgumentError: If there are no examples, or a bad reward recipe.
     """
-    from tqdm.auto import tqdm
-
     if not examples:
         raise ArgumentError("`examples`: expected at least one example, got none")
     tags = tags or ParallelTags.from_tokenizer(tokenizer)
@@ -239,7 +245,7 @@ def grpo_train(
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
     order: list[int] = []
     rows = []
-    bar = tqdm(range(1, config.steps + 1), desc=stage, disable=not config.progress, leave=False)
+    bar = progress_bar(config.steps, stage, config.progress)
     for step in bar:
         if len(order) < config.prompts_per_step:
             fresh = list(range(len(examples)))

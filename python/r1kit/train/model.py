@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import torch
@@ -67,16 +68,17 @@ def build_tokenizer() -> Any:
         (0, 1, '<Parallel>')
     """
     import transformers
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    tk: Any = importlib.import_module("tokenizers")
 
     specials = [PAD, EOS, UNK, *PARALLEL_TAGS, *ANSWER_TAGS, FINAL_ANSWER]
     chars = [chr(c) for c in range(32, 127)] + ["\n"]
     vocab = {t: i for i, t in enumerate(specials + chars)}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tok.decoder = decoders.Fuse()
+    tok = tk.Tokenizer(tk.models.WordLevel(vocab=vocab, unk_token=UNK))
+    tok.pre_tokenizer = tk.pre_tokenizers.Split(tk.Regex("."), behavior="isolated")
+    tok.decoder = tk.decoders.Fuse()
     tok.add_special_tokens(specials)
-    return transformers.PreTrainedTokenizerFast(
+    return transformers.PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK
     )
 
@@ -142,7 +144,7 @@ def tiny_model(
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return transformers.Qwen2ForCausalLM._from_config(
+        return transformers.Qwen2ForCausalLM._from_config(  # type: ignore[no-untyped-call]
             cfg, attn_implementation=attn_implementation
         )
 

@@ -22,7 +22,7 @@ import torch
 
 from r1kit.errors import ArgumentError
 from r1kit.structure import ParallelTags
-from r1kit.train.core import MetricsLog, SFTBatch, encode_sft, sequence_log_probs
+from r1kit.train.core import MetricsLog, SFTBatch, encode_sft, progress_bar, sequence_log_probs
 from r1kit.train.data import Example
 
 __all__ = ["SFTConfig", "sft_loss", "sft_train"]
@@ -110,8 +110,6 @@ def sft_train(
     Raises:
         ArgumentError: If there are no examples or one has an empty response.
     """
-    from tqdm.auto import tqdm
-
     if not examples:
         raise ArgumentError("`examples`: expected at least one example, got none")
     for i, ex in enumerate(examples):
@@ -125,7 +123,7 @@ def sft_train(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
     model.train()
     rows = []
-    bar = tqdm(range(1, config.steps + 1), desc=stage, disable=not config.progress, leave=False)
+    bar = progress_bar(config.steps, stage, config.progress)
     for step in bar:
         if len(order) < config.batch_size:
             fresh = list(range(len(examples)))
@@ -140,7 +138,7 @@ def sft_train(
         )
         loss = sft_loss(model, batch, tags, config.structured)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         loss = loss.detach()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
         lr = opt.param_groups[0]["lr"]
