@@ -337,3 +337,4 @@ def test_quick_demo_writes_metrics_and_report(tmp_path: Path) -> None:
     results = json.loads((run / "results.json").read_text())
     assert results["stages"][0]["hard"]["n"] == QUICK["n_eval"]
     assert (run / "checkpoints" / "stage3_grpo_hard" / "config.json").is_file()
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -31,6 +31,7 @@ QUICK: dict[str, Any] = {
     "stage2_steps": 2,
     "stage3_steps": 2,
     "n_eval": 8,
+    "n_eval_easy": 8,
     "n_easy_train": 200,
     "n_hard_train": 200,
     "max_new_tokens": 32,

@@ -16,7 +16,7 @@ Example:
     >>> ex = easy_arithmetic(1, seed=3)[0]
     >>> ex.prompt, ex.answer
     ('3*9=?\\n', '27')
-    >>> ex.response[:60]
+    >>> ex.response[:59]
     '<Parallel><Path>3*9=27</Path><Path>9*3=27</Path></Parallel>'
 """
 

@@ -9,7 +9,7 @@
 
 After each stage the model answers held-out problems it never trained on (greedy decoding); the
 run writes ``metrics.jsonl`` (one line per step), ``report.md`` (held-out accuracy and
-parallel-format ratio per stage), ``results.json`` and a checkpoint per stage under
+parallel-format ratio per stage), ``results.json``, ``curves.png`` and a checkpoint per stage under
 ``runs/<name>/``. The ``zerosearch`` recipe needs the simulated search environment and is not
 available yet.
 
@@ -38,6 +38,7 @@ from r1kit.train.core import MetricsLog, evaluate
 from r1kit.train.data import Example, easy_arithmetic, hard_arithmetic
 from r1kit.train.grpo import GRPOConfig, grpo_train
 from r1kit.train.model import build_tokenizer, tiny_model
+from r1kit.train.plots import plot_metrics
 from r1kit.train.sft import SFTConfig, sft_train
 
 __all__ = ["RECIPES", "ParallelR1Config", "get_recipe", "run_parallel_r1"]
@@ -53,7 +54,8 @@ class ParallelR1Config:
         hidden_size, num_layers, num_heads: The tiny Qwen2's size.
         structured: Structured (Unseen) layout in every stage; False: causal (Seen).
         n_easy_train, n_hard_train: Training examples drawn per set.
-        n_eval: Held-out problems per set (never in any training set).
+        n_eval: Held-out hard problems (never in any training set).
+        n_eval_easy: Easy prompts held out of every training set (of the 300 there are).
         max_new_tokens: Response cap in rollouts and evaluation.
         max_paths: Path cap of a parallel block while sampling.
         sft_steps, sft_batch_size, sft_lr: Stage 1.
@@ -72,7 +74,8 @@ class ParallelR1Config:
     structured: bool = True
     n_easy_train: int = 4000
     n_hard_train: int = 4000
-    n_eval: int = 64
+    n_eval: int = 200
+    n_eval_easy: int = 60
     max_new_tokens: int = 48
     max_paths: int = 4
     sft_steps: int = 500
@@ -186,7 +189,7 @@ def _run_parallel_r1(cfg: ParallelR1Config, run: Path) -> dict[str, Any]:
     tok = build_tokenizer()
     tags = ParallelTags.from_tokenizer(tok)
     model = tiny_model(len(tok), cfg.hidden_size, cfg.num_layers, cfg.num_heads, seed=cfg.seed)
-    easy_train, easy_eval = _split_easy(cfg.n_easy_train, cfg.n_eval, cfg.seed)
+    easy_train, easy_eval = _split_easy(cfg.n_easy_train, cfg.n_eval_easy, cfg.seed)
     hard_train = hard_arithmetic(cfg.n_hard_train, seed=cfg.seed + 1)
     hard_eval = _held_out(
         lambda n, s: hard_arithmetic(n, seed=s),
@@ -263,6 +266,7 @@ def _run_parallel_r1(cfg: ParallelR1Config, run: Path) -> dict[str, Any]:
     result = {"recipe": "parallel_r1", "stages": stages, "path": str(run), "seconds": seconds}
     (run / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     (run / "report.md").write_text(_report(cfg, stages, seconds))
+    plot_metrics(log.rows, run / "curves.png")
     return result
 
 
@@ -276,8 +280,8 @@ def _report(cfg: ParallelR1Config, stages: list[dict[str, Any]], seconds: float)
         "# Parallel-R1 demo",
         "",
         f"Tiny Qwen2 ({cfg.hidden_size} wide, {cfg.num_layers} layers), {variant} layout, "
-        f"seed {cfg.seed}; {seconds:.0f} s in total. Held-out problems ({cfg.n_eval} per set) "
-        "were never in a training set; answers are greedy.",
+        f"seed {cfg.seed}; {seconds:.0f} s in total. Held-out problems ({cfg.n_eval_easy} easy, "
+        f"{cfg.n_eval} hard) were never in a training set; answers are greedy.",
         "",
         "| stage | easy accuracy | easy parallel ratio | hard accuracy | hard parallel ratio "
         "| seconds |",
@@ -298,7 +302,7 @@ def _report(cfg: ParallelR1Config, stages: list[dict[str, Any]], seconds: float)
         f"{_pct(last['hard']['accuracy'])} after stage 3 (target: higher after stage 3).",
         "",
         "Parallel ratio = responses with at least one valid block (closed, >= 2 paths, a summary) "
-        "and no malformed one. Per-step curves: `metrics.jsonl`.",
+        "and no malformed one. Per-step curves: `metrics.jsonl`, `curves.png`.",
         "",
     ]
     return "\n".join(lines)
