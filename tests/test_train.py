@@ -338,3 +338,18 @@ def test_quick_demo_writes_metrics_and_report(tmp_path: Path) -> None:
     assert results["stages"][0]["hard"]["n"] == QUICK["n_eval"]
     assert (run / "checkpoints" / "stage3_grpo_hard" / "config.json").is_file()
     assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_seeded_runs_repeat(tmp_path: Path) -> None:
+    from r1kit.train import run_parallel_r1
+
+    def steps(name: str) -> list[dict[str, Any]]:
+        cfg = ParallelR1Config.from_dict({**QUICK, "name": name, "progress": False})
+        run_parallel_r1(cfg, tmp_path)
+        text = (tmp_path / name / "metrics.jsonl").read_text()
+        rows = [json.loads(x) for x in text.splitlines()]
+        return [{k: v for k, v in r.items() if k not in ("time_s", "tokens_per_s")} for r in rows]
+
+    a, b = steps("a"), steps("b")
+    assert len(a) == QUICK["sft_steps"] + QUICK["stage2_steps"] + QUICK["stage3_steps"] + 3
+    assert a == b

@@ -422,7 +422,7 @@ def evaluate(
             if value == value:  # NaN block positions carry no weight
                 totals[key] = totals.get(key, 0.0) + value * len(chunk)
                 weights[key] = weights.get(key, 0) + len(chunk)
-    out = {k: totals[k] / weights[k] for k in totals}
+    out = {k: round(totals[k] / weights[k], 6) for k in totals}
     out.setdefault("block_position", float("nan"))
     out["n"] = float(len(examples))
     return out

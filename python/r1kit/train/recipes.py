@@ -82,8 +82,8 @@ class ParallelR1Config:
     sft_batch_size: int = 32
     sft_lr: float = 2e-3
     stage2_steps: int = 30
-    stage3_steps: int = 60
-    prompts_per_step: int = 4
+    stage3_steps: int = 150
+    prompts_per_step: int = 8
     group_size: int = 8
     rl_lr: float = 3e-4
     kl_coef: float = 0.0
