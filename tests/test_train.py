@@ -353,3 +353,29 @@ def test_seeded_runs_repeat(tmp_path: Path) -> None:
     a, b = steps("a"), steps("b")
     assert len(a) == QUICK["sft_steps"] + QUICK["stage2_steps"] + QUICK["stage3_steps"] + 3
     assert a == b
+
+
+def test_train_command_on_a_saved_model_and_data_file(tmp_path: Path) -> None:
+    from r1kit.train import save_jsonl
+
+    tok = build_tokenizer()
+    model_dir = tmp_path / "model"
+    small_model(tok).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    data = tmp_path / "arith.jsonl"
+    save_jsonl(easy_arithmetic(40, seed=4) + hard_arithmetic(40, seed=4), data)
+    base = ["train", "--recipe", "parallel_r1", "--data", str(data), "--out", str(tmp_path)]
+    with pytest.raises(ArgumentError, match=r"`--model`: no such directory"):
+        main([*base, "--model", str(tmp_path / "nope")])
+    with pytest.raises(ArgumentError, match=r"`--model` .*: not a loadable causal LM"):
+        main([*base, "--model", str(tmp_path)])
+    with pytest.raises(ArgumentError, match="unknown recipe 'grpo'"):
+        main(["train", "--recipe", "grpo", "--model", str(model_dir), "--data", str(data)])
+    assert main([*base, "--model", str(model_dir), "--quick", "--no-progress"]) == 0
+    report = (tmp_path / "arith" / "report.md").read_text()
+    assert "| stage | held_out accuracy | held_out parallel ratio | seconds |" in report
+    assert "Qwen2ForCausalLM" in report
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "1+1=?", "response": "2"}\n')
+    with pytest.raises(ArgumentError, match=r"bad.jsonl line 1: missing field 'answer'"):
+        main([*base[:3], "--data", str(bad), "--model", str(model_dir)])

@@ -1,4 +1,7 @@
-"""The ``r1kit`` console script: ``r1kit demo [parallel-r1|zerosearch|all]``.
+"""The ``r1kit`` console script: ``r1kit demo`` and ``r1kit train``.
+
+``r1kit demo [parallel-r1|zerosearch|all]`` and ``r1kit train --recipe NAME --model DIR --data
+FILE.jsonl`` (a local Hugging Face model folder and JSON-lines data; the same code path).
 
 ``r1kit demo parallel-r1`` runs the Parallel-R1 recipe on the embedded synthetic data with a tiny
 random Qwen2 (no download) and writes ``runs/parallel-r1/{metrics.jsonl,report.md,results.json}``.
@@ -24,7 +27,7 @@ import tomllib
 
 from r1kit.errors import ArgumentError, R1KitError
 
-__all__ = ["QUICK", "load_config", "main"]
+__all__ = ["QUICK", "load_config", "load_model", "main"]
 
 QUICK: dict[str, Any] = {
     "sft_steps": 20,
@@ -65,18 +68,68 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", help="TOML file of config overrides")
     demo.add_argument("--quick", action="store_true", help="a smoke run of every stage")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    train = sub.add_parser("train", help="run a recipe on a local model and a data file")
+    train.add_argument("--recipe", required=True, help="parallel-r1")
+    train.add_argument("--model", required=True, help="a local Hugging Face model folder")
+    train.add_argument("--data", required=True, help="JSON lines: prompt, answer[, response]")
+    train.add_argument("--out", default="runs", help="parent folder of the run (default runs/)")
+    train.add_argument("--config", help="TOML file of config overrides")
+    train.add_argument("--quick", action="store_true", help="a smoke run of every stage")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser
+
+
+def load_model(path: str | Path) -> tuple[Any, Any]:
+    """Loads a causal LM and its tokenizer from a local folder (never from the network).
+
+    Raises:
+        ArgumentError: If the folder does not exist or holds no loadable model / tokenizer.
+    """
+    p = Path(path)
+    if not p.is_dir():
+        raise ArgumentError(f"`--model`: no such directory {str(p)!r}")
+    import transformers
+
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(p, local_files_only=True)
+        model = transformers.AutoModelForCausalLM.from_pretrained(p, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise ArgumentError(f"`--model` {p}: not a loadable causal LM folder ({e})") from None
+    return model, tokenizer
+
+
+def _train(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    from r1kit.train.data import load_jsonl
+    from r1kit.train.recipes import ParallelR1Config, get_recipe
+
+    recipe = get_recipe(args.recipe)
+    if Path(args.data).suffix != ".jsonl":
+        raise ArgumentError(f"`--data`: expected a .jsonl file, got {args.data!r}")
+    config = ParallelR1Config.from_dict({"name": Path(args.data).stem, **overrides})
+    data = load_jsonl(args.data)
+    model, tokenizer = load_model(args.model)
+    result = recipe(config, args.out, model=model, tokenizer=tokenizer, data=data)
+    print((Path(result["path"]) / "report.md").read_text())
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``r1kit`` console script; returns the exit status.
 
     Raises:
-        ArgumentError: For an unknown recipe, a missing config file or an unknown config key.
+        ArgumentError: For an unknown recipe, a missing config file, an unknown config key, a
+            model folder that does not exist or a data file with a missing field.
     """
     args = _parser().parse_args(argv)
     from r1kit.train.recipes import ParallelR1Config, get_recipe
 
+    overrides: dict[str, Any] = dict(QUICK) if args.quick else {}
+    if args.config:
+        overrides.update(load_config(args.config))
+    if args.no_progress:
+        overrides["progress"] = False
+    if args.command == "train":
+        return _train(args, overrides)
     names = ["parallel_r1", "zerosearch"] if args.recipe == "all" else [args.recipe]
     recipes = []
     for name in names:
@@ -87,11 +140,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("r1kit demo: skipping zerosearch (not available yet)", file=sys.stderr)
                 continue
             raise
-    overrides: dict[str, Any] = dict(QUICK) if args.quick else {}
-    if args.config:
-        overrides.update(load_config(args.config))
-    if args.no_progress:
-        overrides["progress"] = False
     for recipe in recipes:
         config = ParallelR1Config.from_dict(overrides)
         result = recipe(config, args.out)

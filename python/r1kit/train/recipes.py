@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from r1kit.structure import ParallelTags
 from r1kit.train.core import MetricsLog, evaluate
 from r1kit.train.data import Example, easy_arithmetic, hard_arithmetic
 from r1kit.train.grpo import GRPOConfig, grpo_train
-from r1kit.train.model import build_tokenizer, tiny_model
+from r1kit.train.model import PARALLEL_TAGS, add_tag_tokens, build_tokenizer, tiny_model
 from r1kit.train.plots import plot_metrics
 from r1kit.train.sft import SFTConfig, sft_train
 
@@ -156,14 +157,28 @@ def _split_easy(n_train: int, n_eval: int, seed: int) -> tuple[list[Example], li
 
 
 def run_parallel_r1(
-    config: ParallelR1Config | None = None, out_dir: str | Path = "runs"
+    config: ParallelR1Config | None = None,
+    out_dir: str | Path = "runs",
+    *,
+    model: Any | None = None,
+    tokenizer: Any | None = None,
+    data: Sequence[Example] | None = None,
 ) -> dict[str, Any]:
-    """Runs the three Parallel-R1 stages on synthetic data and writes the run folder.
+    """Runs the three Parallel-R1 stages and writes the run folder.
+
+    By default on the synthetic data with the tiny model. With ``model`` and ``tokenizer`` (a
+    Hugging Face causal LM; the tags are added to the tokenizer if missing, see
+    :func:`r1kit.train.model.add_tag_tokens`) and ``data``: ``n_eval`` rows (after a seeded
+    shuffle) are held out, stage 1 trains on the other rows that have a ``response``, and stages
+    2 and 3 on all other rows; the same code path as the demo.
 
     Args:
         config: The settings (default: the demo's).
         out_dir: Parent folder; the run goes to ``out_dir/<config.name>/`` (replacing its
             ``metrics.jsonl``).
+        model: A causal LM to train instead of the tiny one (needs ``tokenizer``).
+        tokenizer: Its tokenizer.
+        data: Examples to use instead of the synthetic sets.
 
     Returns:
         ``{"stages": [...], "path": ..., "seconds": ...}``: per stage its held-out ``easy`` and
@@ -173,41 +188,70 @@ def run_parallel_r1(
     previous = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if (model is None) != (tokenizer is None):
+        raise ArgumentError("`tokenizer`: pass model and tokenizer together")
     try:
-        return _run_parallel_r1(cfg, Path(out_dir) / cfg.name)
+        return _run_parallel_r1(cfg, Path(out_dir) / cfg.name, model, tokenizer, data)
     finally:
         torch.set_num_threads(previous)
 
 
-def _run_parallel_r1(cfg: ParallelR1Config, run: Path) -> dict[str, Any]:
+def _run_parallel_r1(
+    cfg: ParallelR1Config,
+    run: Path,
+    model: Any | None,
+    tok: Any | None,
+    data: Sequence[Example] | None,
+) -> dict[str, Any]:
     run.mkdir(parents=True, exist_ok=True)
     (run / "metrics.jsonl").unlink(missing_ok=True)
     log = MetricsLog(run / "metrics.jsonl")
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
 
-    tok = build_tokenizer()
+    if model is None or tok is None:
+        tok = build_tokenizer()
+        model = tiny_model(len(tok), cfg.hidden_size, cfg.num_layers, cfg.num_heads, seed=cfg.seed)
+    else:
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        add_tag_tokens(tok, model, PARALLEL_TAGS, seed=cfg.seed)
     tags = ParallelTags.from_tokenizer(tok)
-    model = tiny_model(len(tok), cfg.hidden_size, cfg.num_layers, cfg.num_heads, seed=cfg.seed)
-    easy_train, easy_eval = _split_easy(cfg.n_easy_train, cfg.n_eval_easy, cfg.seed)
-    hard_train = hard_arithmetic(cfg.n_hard_train, seed=cfg.seed + 1)
-    hard_eval = _held_out(
-        lambda n, s: hard_arithmetic(n, seed=s),
-        cfg.n_eval,
-        cfg.seed + 2,
-        {e.prompt for e in hard_train},
-    )
+    eval_sets: list[tuple[str, list[Example]]]
+    if data is None:
+        easy_train, easy_eval = _split_easy(cfg.n_easy_train, cfg.n_eval_easy, cfg.seed)
+        hard_train = hard_arithmetic(cfg.n_hard_train, seed=cfg.seed + 1)
+        hard_eval = _held_out(
+            lambda n, s: hard_arithmetic(n, seed=s),
+            cfg.n_eval,
+            cfg.seed + 2,
+            {e.prompt for e in hard_train},
+        )
+        eval_sets = [("easy", easy_eval), ("hard", hard_eval)]
+    else:
+        rows = list(data)
+        random.Random(cfg.seed).shuffle(rows)
+        if len(rows) <= cfg.n_eval:
+            raise ArgumentError(
+                f"`data`: {len(rows)} rows leave nothing to train on after holding out "
+                f"n_eval={cfg.n_eval}"
+            )
+        held, hard_train = rows[: cfg.n_eval], rows[cfg.n_eval :]
+        easy_train = [e for e in hard_train if e.response]
+        if not easy_train:
+            raise ArgumentError("`data`: stage 1 (SFT) needs rows with a 'response' field")
+        eval_sets = [("held_out", held)]
 
     stages: list[dict[str, Any]] = []
 
     def finish(stage: str, t0: float) -> None:
         result: dict[str, Any] = {"stage": stage, "seconds": round(time.perf_counter() - t0, 1)}
-        for label, data in (("easy", easy_eval), ("hard", hard_eval)):
+        for label, held_out in eval_sets:
             result[label] = evaluate(
-                model, tok, data, tags, cfg.max_new_tokens, structured=cfg.structured
+                model, tok, held_out, tags, cfg.max_new_tokens, structured=cfg.structured
             )
         stages.append(result)
-        log.write({"stage": stage, "eval": True, "easy": result["easy"], "hard": result["hard"]})
+        log.write({"stage": stage, "eval": True, **{k: result[k] for k, _ in eval_sets}})
         model.save_pretrained(run / "checkpoints" / stage)
         tok.save_pretrained(run / "checkpoints" / stage)
 
@@ -265,7 +309,10 @@ def _run_parallel_r1(cfg: ParallelR1Config, run: Path) -> dict[str, Any]:
     seconds = round(time.perf_counter() - t_start, 1)
     result = {"recipe": "parallel_r1", "stages": stages, "path": str(run), "seconds": seconds}
     (run / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    (run / "report.md").write_text(_report(cfg, stages, seconds))
+    labels = [label for label, _ in eval_sets]
+    n_params = sum(p.numel() for p in model.parameters())
+    desc = f"{type(model).__name__} ({n_params / 1e6:.2f}M parameters)"
+    (run / "report.md").write_text(_report(cfg, stages, seconds, labels, desc))
     plot_metrics(log.rows, run / "curves.png")
     return result
 
@@ -274,33 +321,39 @@ def _pct(x: float) -> str:
     return "n/a" if x != x else f"{100 * x:.1f}%"
 
 
-def _report(cfg: ParallelR1Config, stages: list[dict[str, Any]], seconds: float) -> str:
+def _report(
+    cfg: ParallelR1Config,
+    stages: list[dict[str, Any]],
+    seconds: float,
+    labels: list[str],
+    desc: str,
+) -> str:
     variant = "structured (Unseen)" if cfg.structured else "causal (Seen)"
     lines = [
         "# Parallel-R1 demo",
         "",
-        f"Tiny Qwen2 ({cfg.hidden_size} wide, {cfg.num_layers} layers), {variant} layout, "
-        f"seed {cfg.seed}; {seconds:.0f} s in total. Held-out problems ({cfg.n_eval_easy} easy, "
-        f"{cfg.n_eval} hard) were never in a training set; answers are greedy.",
+        f"{desc}, {variant} layout, seed {cfg.seed}; {seconds:.0f} s in total. Held-out "
+        "problems were never in a training set; answers are greedy.",
         "",
-        "| stage | easy accuracy | easy parallel ratio | hard accuracy | hard parallel ratio "
-        "| seconds |",
-        "|---|---|---|---|---|---|",
+        "| stage | "
+        + " | ".join(f"{x} accuracy | {x} parallel ratio" for x in labels)
+        + " | seconds |",
+        "|---|" + "---|---|" * len(labels) + "---|",
     ]
     for s in stages:
-        e, h = s["easy"], s["hard"]
-        lines.append(
-            f"| {s['stage']} | {_pct(e['accuracy'])} | {_pct(e['parallel_ratio'])} "
-            f"| {_pct(h['accuracy'])} | {_pct(h['parallel_ratio'])} | {s['seconds']} |"
-        )
+        cells = [f"{_pct(s[x]['accuracy'])} | {_pct(s[x]['parallel_ratio'])}" for x in labels]
+        lines.append(f"| {s['stage']} | " + " | ".join(cells) + f" | {s['seconds']} |")
     first, last = stages[0], stages[-1]
+    lines.append("")
+    if labels == ["easy", "hard"]:
+        lines += [
+            f"- After stage 1, {_pct(first['easy']['parallel_ratio'])} of held-out easy "
+            "responses contain a valid parallel block (target: at least 80%).",
+            f"- Held-out hard accuracy: {_pct(first['hard']['accuracy'])} after stage 1, "
+            f"{_pct(last['hard']['accuracy'])} after stage 3 (target: higher after stage 3).",
+            "",
+        ]
     lines += [
-        "",
-        f"- After stage 1, {_pct(first['easy']['parallel_ratio'])} of held-out easy responses "
-        "contain a valid parallel block (target: at least 80%).",
-        f"- Held-out hard accuracy: {_pct(first['hard']['accuracy'])} after stage 1, "
-        f"{_pct(last['hard']['accuracy'])} after stage 3 (target: higher after stage 3).",
-        "",
         "Parallel ratio = responses with at least one valid block (closed, >= 2 paths, a summary) "
         "and no malformed one. Per-step curves: `metrics.jsonl`, `curves.png`.",
         "",
