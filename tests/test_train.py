@@ -379,3 +379,32 @@ def test_train_command_on_a_saved_model_and_data_file(tmp_path: Path) -> None:
     bad.write_text('{"prompt": "1+1=?", "response": "2"}\n')
     with pytest.raises(ArgumentError, match=r"bad.jsonl line 1: missing field 'answer'"):
         main([*base[:3], "--data", str(bad), "--model", str(model_dir)])
+
+
+def test_resume_after_stage_1_gives_the_uninterrupted_run(tmp_path: Path) -> None:
+    import shutil
+
+    argv = ["demo", "parallel-r1", "--quick", "--no-progress", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    run = tmp_path / "parallel-r1"
+
+    def rows() -> list[dict[str, Any]]:
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        drop = ("time_s", "tokens_per_s")
+        return [{k: v for k, v in json.loads(x).items() if k not in drop} for x in lines]
+
+    full = rows()
+    # Interrupted during stage 2: stages 2 and 3 left no finished checkpoint.
+    shutil.rmtree(run / "checkpoints" / "stage3_grpo_hard")
+    (run / "checkpoints" / "stage2_grpo_easy" / "eval.json").unlink()
+    stage1 = run / "checkpoints" / "stage1_sft" / "eval.json"
+    written = stage1.stat().st_mtime_ns
+    assert main([*argv, "--resume"]) == 0
+    assert stage1.stat().st_mtime_ns == written  # stage 1 was loaded, not retrained
+    resumed = rows()
+    assert resumed == full
+    assert [r["stage"] for r in resumed if r.get("eval")] == [
+        "stage1_sft",
+        "stage2_grpo_easy",
+        "stage3_grpo_hard",
+    ]

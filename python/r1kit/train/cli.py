@@ -68,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", help="TOML file of config overrides")
     demo.add_argument("--quick", action="store_true", help="a smoke run of every stage")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    demo.add_argument("--resume", action="store_true", help="skip stages already checkpointed")
     train = sub.add_parser("train", help="run a recipe on a local model and a data file")
     train.add_argument("--recipe", required=True, help="parallel-r1")
     train.add_argument("--model", required=True, help="a local Hugging Face model folder")
@@ -76,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="TOML file of config overrides")
     train.add_argument("--quick", action="store_true", help="a smoke run of every stage")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    train.add_argument("--resume", action="store_true", help="skip stages already checkpointed")
     return parser
 
 
@@ -128,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides.update(load_config(args.config))
     if args.no_progress:
         overrides["progress"] = False
+    if args.resume:
+        overrides["resume"] = True
     if args.command == "train":
         return _train(args, overrides)
     names = ["parallel_r1", "zerosearch"] if args.recipe == "all" else [args.recipe]

@@ -65,6 +65,8 @@ class ParallelR1Config:
         threads: ``torch.set_num_threads`` for the run (0: leave torch's default; 1 is the
             fastest for the tiny model, and robust on a loaded machine).
         progress: Show tqdm bars.
+        resume: Continue a run: stages whose checkpoint is complete are loaded, not rerun
+            (each stage seeds its own randomness, so the result equals an uninterrupted run).
     """
 
     name: str = "parallel-r1"
@@ -91,6 +93,7 @@ class ParallelR1Config:
     temperature: float = 1.0
     threads: int = 1
     progress: bool = True
+    resume: bool = False
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> ParallelR1Config:
@@ -196,6 +199,19 @@ def run_parallel_r1(
         torch.set_num_threads(previous)
 
 
+STAGES = ("stage1_sft", "stage2_grpo_easy", "stage3_grpo_hard")
+"""The recipe's stages, in order (also the checkpoint folder names)."""
+
+
+def _finished_stages(run: Path) -> list[str]:
+    done = []
+    for stage in STAGES:
+        if not (run / "checkpoints" / stage / "eval.json").is_file():
+            break
+        done.append(stage)
+    return done
+
+
 def _run_parallel_r1(
     cfg: ParallelR1Config,
     run: Path,
@@ -204,8 +220,14 @@ def _run_parallel_r1(
     data: Sequence[Example] | None,
 ) -> dict[str, Any]:
     run.mkdir(parents=True, exist_ok=True)
-    (run / "metrics.jsonl").unlink(missing_ok=True)
+    done = _finished_stages(run) if cfg.resume else []
+    kept: list[dict[str, Any]] = []
+    if done and (run / "metrics.jsonl").is_file():
+        lines = (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        kept = [r for r in map(json.loads, lines) if r.get("stage") in done]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
     log = MetricsLog(run / "metrics.jsonl")
+    log.rows = kept
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
 
@@ -242,7 +264,15 @@ def _run_parallel_r1(
             raise ArgumentError("`data`: stage 1 (SFT) needs rows with a 'response' field")
         eval_sets = [("held_out", held)]
 
-    stages: list[dict[str, Any]] = []
+    stages: list[dict[str, Any]] = [
+        json.loads((run / "checkpoints" / st / "eval.json").read_text()) for st in done
+    ]
+    if done:
+        import transformers
+
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            run / "checkpoints" / done[-1], local_files_only=True
+        )
 
     def finish(stage: str, t0: float) -> None:
         result: dict[str, Any] = {"stage": stage, "seconds": round(time.perf_counter() - t0, 1)}
@@ -252,8 +282,10 @@ def _run_parallel_r1(
             )
         stages.append(result)
         log.write({"stage": stage, "eval": True, **{k: result[k] for k, _ in eval_sets}})
-        model.save_pretrained(run / "checkpoints" / stage)
-        tok.save_pretrained(run / "checkpoints" / stage)
+        ckpt = run / "checkpoints" / stage
+        model.save_pretrained(ckpt)
+        tok.save_pretrained(ckpt)
+        (ckpt / "eval.json").write_text(json.dumps(result))  # last: marks the stage finished
 
     t0 = time.perf_counter()
     sft_cfg = SFTConfig(
@@ -264,8 +296,9 @@ def _run_parallel_r1(
         seed=cfg.seed,
         progress=cfg.progress,
     )
-    sft_train(model, tok, easy_train, sft_cfg, log, stage="stage1_sft", tags=tags)
-    finish("stage1_sft", t0)
+    if "stage1_sft" not in done:
+        sft_train(model, tok, easy_train, sft_cfg, log, stage="stage1_sft", tags=tags)
+        finish("stage1_sft", t0)
 
     def rl_config(steps: int, reward: str) -> GRPOConfig:
         return GRPOConfig(
@@ -282,29 +315,16 @@ def _run_parallel_r1(
             progress=cfg.progress,
         )
 
-    t0 = time.perf_counter()
-    grpo_train(
-        model,
-        tok,
-        easy_train,
-        rl_config(cfg.stage2_steps, "gsm8k_stage"),
-        log,
-        stage="stage2_grpo_easy",
-        tags=tags,
+    rl_stages = (
+        ("stage2_grpo_easy", easy_train, cfg.stage2_steps, "gsm8k_stage"),
+        ("stage3_grpo_hard", hard_train, cfg.stage3_steps, "alternating"),
     )
-    finish("stage2_grpo_easy", t0)
-
-    t0 = time.perf_counter()
-    grpo_train(
-        model,
-        tok,
-        hard_train,
-        rl_config(cfg.stage3_steps, "alternating"),
-        log,
-        stage="stage3_grpo_hard",
-        tags=tags,
-    )
-    finish("stage3_grpo_hard", t0)
+    for stage, examples, steps, reward in rl_stages:
+        if stage in done:
+            continue
+        t0 = time.perf_counter()
+        grpo_train(model, tok, examples, rl_config(steps, reward), log, stage=stage, tags=tags)
+        finish(stage, t0)
 
     seconds = round(time.perf_counter() - t_start, 1)
     result = {"recipe": "parallel_r1", "stages": stages, "path": str(run), "seconds": seconds}
