@@ -408,3 +408,16 @@ def test_resume_after_stage_1_gives_the_uninterrupted_run(tmp_path: Path) -> Non
         "stage2_grpo_easy",
         "stage3_grpo_hard",
     ]
+
+
+def test_console_script_reports_errors_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from r1kit.train.cli import run
+
+    monkeypatch.setattr("sys.argv", ["r1kit", "demo", "zerosearch"])
+    with pytest.raises(SystemExit) as exit_info:
+        run()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("r1kit: error: ArgumentError: `recipe`: 'zerosearch' is not available")

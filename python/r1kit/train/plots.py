@@ -46,12 +46,12 @@ def plot_metrics(rows: Sequence[dict[str, Any]], path: str | Path) -> bool:
     stages = list(dict.fromkeys(r["stage"] for r in steps))
     for ax, key in zip(axes, keys, strict=False):
         offset = 0
-        for stage in stages:
+        for color, stage in enumerate(stages):
             mine = [r for r in steps if r["stage"] == stage]
             xs = [offset + r["step"] for r in mine if r.get(key) is not None]
             ys = [r[key] for r in mine if r.get(key) is not None]
             if xs:
-                ax.plot(xs, ys, label=stage, linewidth=1)
+                ax.plot(xs, ys, label=stage, linewidth=1, color=f"C{color}")
             offset += len(mine)
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
