@@ -358,8 +358,9 @@ def response_stats(rollout: Rollout, golds: Sequence[str]) -> dict[str, float]:
 
     ``accuracy`` is :func:`r1kit.rewards.math_scores` (1 correct, 0 otherwise);
     ``parallel_ratio`` the share of responses with at least one valid block and no malformed
-    one (:func:`r1kit.rewards.parallel_format`); ``block_position`` the mean start of the blocks
-    as a fraction of the response (NaN when no response has a block).
+    one (:func:`r1kit.rewards.parallel_format`); ``block_position`` the mean start of each
+    response's first ``<Parallel>`` as a fraction of its characters (NaN when no response has
+    one).
     """
     from r1kit import rewards
 
