@@ -26,7 +26,7 @@ STAMP := $(VENV)/.r1kit-deps
 SOURCES := $(shell find src -type f -name '*.rs') Cargo.toml pyproject.toml
 
 
-.PHONY: help setup test test-rust test-python lint fmt bench wheel clean
+.PHONY: help setup test test-rust test-python lint fmt bench wheel clean demo
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -70,6 +70,9 @@ lint: setup ## ruff, mypy --strict on python/, stubtest of the extension's stubs
 	$(BIN)/ruff format --check python tests benches examples
 	$(BIN)/mypy
 	$(BIN)/python -m mypy.stubtest r1kit._core --allowlist .stubtest-allowlist
+
+demo: setup ## Train the Parallel-R1 recipe on synthetic data on CPU; writes runs/parallel-r1/
+	$(BIN)/python -m r1kit.train.cli demo all
 
 bench: setup ## Criterion benches (Rust) and Python comparisons against today's baselines
 	$(CARGO_TEST_ENV) cargo bench --bench schedule -- --warm-up-time 1 --measurement-time 3

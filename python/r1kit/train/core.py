@@ -1,0 +1,429 @@
+"""Shared pieces of the trainers: batching, structured forward passes, sampling, metrics.
+
+Every forward pass goes through :func:`r1kit.parse_parallel`: the structured variant gives the
+paths of a ``<Parallel>`` block their own attention and positions, the causal ("Seen") variant
+gives plain causal attention with sequential positions, and both use the same code path. The
+mask is passed as a ``[B, 1, L, L]`` tensor together with the position ids (bool for sdpa,
+additive for eager attention), never ``attention_mask=None``.
+
+Example:
+    >>> import torch
+    >>> from r1kit.train.model import build_tokenizer, tiny_model
+    >>> tok = build_tokenizer(); model = tiny_model(len(tok), hidden_size=32, num_layers=1)
+    >>> batch = encode_sft(tok, [("1+1=?\\n", "Final Answer: 2")])
+    >>> batch.input_ids.shape, int(batch.loss_mask.sum())  # 3 response tokens + <eos>
+    (torch.Size([1, 10]), 4)
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from r1kit.errors import ArgumentError
+from r1kit.structure import ParallelLayout, ParallelTags, parse_parallel
+
+__all__ = [
+    "MetricsLog",
+    "Rollout",
+    "SFTBatch",
+    "encode_sft",
+    "layout_inputs",
+    "progress_bar",
+    "sample",
+    "sequence_log_probs",
+]
+
+
+@dataclass
+class SFTBatch:
+    """Right-padded prompt+response ids with the response (and ``<eos>``) marked for the loss."""
+
+    input_ids: torch.Tensor
+    """int64 ``[B, L]``."""
+    attention_mask: torch.Tensor
+    """int64 ``[B, L]``, 0 on pads."""
+    loss_mask: torch.Tensor
+    """float ``[B, L]``, 1 where token ``t`` is a response token (predicted from ``t - 1``)."""
+    response_start: torch.Tensor
+    """int64 ``[B]``: index of each row's first response token."""
+
+
+def encode_sft(
+    tokenizer: Any, pairs: Sequence[tuple[str, str]], max_length: int | None = None
+) -> SFTBatch:
+    """Tokenizes ``(prompt, response)`` pairs; ``<eos>`` ends every response.
+
+    Args:
+        tokenizer: A ``transformers`` tokenizer with ``pad_token_id`` and ``eos_token_id``.
+        pairs: Prompts and target responses.
+        max_length: Truncate each row to this many tokens (None: no limit).
+
+    Returns:
+        The batch.
+
+    Raises:
+        ArgumentError: If ``pairs`` is empty or a prompt fills the whole ``max_length``.
+    """
+    if not pairs:
+        raise ArgumentError("`pairs`: expected at least one (prompt, response) pair, got none")
+    rows, starts = [], []
+    for i, (prompt, response) in enumerate(pairs):
+        p = tokenizer.encode(prompt, add_special_tokens=False)
+        r = [*tokenizer.encode(response, add_special_tokens=False), tokenizer.eos_token_id]
+        ids = p + r
+        if max_length is not None:
+            if len(p) >= max_length:
+                raise ArgumentError(
+                    f"`pairs[{i}]`: the prompt has {len(p)} tokens, no room under "
+                    f"max_length={max_length}"
+                )
+            ids = ids[:max_length]
+        rows.append(ids)
+        starts.append(len(p))
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), int(tokenizer.pad_token_id), dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    loss_mask = torch.zeros(len(rows), width)
+    for i, (ids, start) in enumerate(zip(rows, starts, strict=True)):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        attention_mask[i, : len(ids)] = 1
+        loss_mask[i, start : len(ids)] = 1.0
+    return SFTBatch(input_ids, attention_mask, loss_mask, torch.tensor(starts, dtype=torch.long))
+
+
+def layout_inputs(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_start: int | torch.Tensor,
+    tags: ParallelTags,
+    structured: bool = True,
+) -> tuple[dict[str, torch.Tensor], ParallelLayout]:
+    """The keyword arguments of a structured (or causal) forward pass, and the parse behind them.
+
+    Args:
+        model: A ``transformers`` causal LM (its attention implementation picks the mask kind).
+        input_ids: ``[B, L]``.
+        attention_mask: ``[B, L]``, 0 on pads (left or right).
+        response_start: First response token per row; tags in the prompt are ordinary tokens.
+        tags: The tag ids.
+        structured: False for the causal ("Seen") variant.
+
+    Returns:
+        ``({"input_ids", "attention_mask", "position_ids"}, layout)``.
+    """
+    layout = parse_parallel(
+        input_ids,
+        tags,
+        attention_mask=attention_mask,
+        response_start=response_start,
+        structured=structured,
+    )
+    impl = getattr(getattr(model, "config", None), "_attn_implementation", "sdpa")
+    if impl == "eager":
+        dtype = next(model.parameters()).dtype
+        mask = layout.attention_mask("additive", dtype)
+    else:
+        mask = layout.attention_mask("bool")
+    inputs = {"input_ids": input_ids, "attention_mask": mask, "position_ids": layout.position_ids}
+    return inputs, layout
+
+
+def sequence_log_probs(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_start: int | torch.Tensor,
+    tags: ParallelTags,
+    structured: bool = True,
+) -> torch.Tensor:
+    """``out[b, t] = log p(ids[b, t] | ids[b, :t])`` under the layout; ``out[:, 0] = 0``.
+
+    Args:
+        model, input_ids, attention_mask, response_start, tags, structured: As in
+            :func:`layout_inputs`.
+
+    Returns:
+        float ``[B, L]`` (differentiable when grad is enabled).
+    """
+    inputs, _ = layout_inputs(model, input_ids, attention_mask, response_start, tags, structured)
+    logits = model(**inputs).logits[:, :-1].float()
+    picked = torch.gather(logits, 2, input_ids[:, 1:, None]).squeeze(2)
+    lp = picked - torch.logsumexp(logits, dim=-1)
+    return torch.cat([torch.zeros_like(lp[:, :1]), lp], dim=1)
+
+
+@dataclass
+class Rollout:
+    """Sampled responses: left-padded prompts (width ``prompt_len``) followed by the responses."""
+
+    input_ids: torch.Tensor
+    """int64 ``[N, P + T]``."""
+    attention_mask: torch.Tensor
+    """int64 ``[N, P + T]``: 0 on prompt pads and after each response's ``<eos>``."""
+    prompt_len: int
+    """``P``: every response starts at this index."""
+    texts: list[str]
+    """The decoded responses (tags kept, ``<eos>`` and pads dropped)."""
+    forced: torch.Tensor
+    """bool ``[N, T]``: tokens the sampler wrote instead of the model (path-count rule)."""
+
+    @property
+    def response_mask(self) -> torch.Tensor:
+        """float ``[N, T]``: 1 on response tokens (the ``<eos>`` included)."""
+        return self.attention_mask[:, self.prompt_len :].float()
+
+    @property
+    def loss_mask(self) -> torch.Tensor:
+        """float ``[N, T]``: the response tokens the policy chose (forced ones excluded)."""
+        return self.response_mask * (~self.forced).float()
+
+
+class _PathCounter:
+    """Per-row count of the closed paths of the open top-level block (token by token)."""
+
+    def __init__(self, tags: ParallelTags) -> None:
+        self.tags = tags
+        self.depth = 0
+        self.closed = 0
+        self.after_close = False
+
+    def push(self, token: int) -> None:
+        t = self.tags
+        self.after_close = False
+        if token == t.parallel:
+            self.depth += 1
+            if self.depth == 1:
+                self.closed = 0
+        elif token == t.parallel_end and self.depth > 0:
+            self.depth -= 1
+        elif token == t.path_end and self.depth == 1:
+            self.closed += 1
+            self.after_close = True
+
+
+@torch.no_grad()
+def sample(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    tags: ParallelTags,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    structured: bool = True,
+    generator: torch.Generator | None = None,
+    min_paths: int = 2,
+    max_paths: int = 4,
+) -> Rollout:
+    """Samples one response per prompt under the training layout (mask and positions).
+
+    Each new token is drawn from a full forward pass over the sequence so far, with the mask and
+    position ids that :func:`r1kit.parse_parallel` gives that prefix: a path sees the shared
+    prefix and its own tokens only, all paths of a block start at the same position, and the
+    summary sees every path, exactly as in training. The number of paths is the model's choice.
+    There is no KV cache (each step re-reads the prefix), which is fine for the demo's model and
+    short responses; a cached batched rollout (paths expanded as rows) is still to come. A row
+    whose block later turns out malformed falls back to causal text in the training parse but was
+    sampled under the structured view of its prefix.
+
+    Path count: under the structured layout the token after a ``</Path>`` is predicted from that
+    path alone, so the model cannot see how many paths its block already has (and under greedy
+    decoding every path of a block is the same text). The sampler therefore writes ``<Path>``
+    after a path of a top-level block while fewer than ``min_paths`` are closed, and
+    ``</Parallel>`` once ``max_paths`` are; in between the model decides. Those tokens are
+    marked in :attr:`Rollout.forced` and left out of :attr:`Rollout.loss_mask`. The causal
+    variant (``structured=False``) sees its paths and is never forced.
+
+    Args:
+        model: A ``transformers`` causal LM.
+        tokenizer: Its tokenizer (``pad_token_id``, ``eos_token_id``).
+        prompts: The prompts (left-padded to a common width).
+        tags: The tag ids.
+        max_new_tokens: Response length cap.
+        temperature: Softmax temperature; 0 picks the most likely token.
+        structured: False samples with plain causal attention and positions.
+        generator: Random generator of the draws.
+        min_paths: Paths a top-level block gets before the model may close it (structured only).
+        max_paths: Paths after which the block is closed (structured only).
+
+    Returns:
+        The :class:`Rollout`.
+
+    Raises:
+        ArgumentError: If ``prompts`` is empty, ``max_new_tokens < 1`` or ``temperature < 0``.
+    """
+    if not prompts:
+        raise ArgumentError("`prompts`: expected at least one prompt, got none")
+    if max_new_tokens < 1:
+        raise ArgumentError(f"`max_new_tokens`: expected a positive count, got {max_new_tokens}")
+    if temperature < 0:
+        raise ArgumentError(f"`temperature`: expected a value >= 0, got {temperature}")
+    if not 1 <= min_paths <= max_paths:
+        raise ArgumentError(
+            f"`max_paths`: expected 1 <= min_paths <= max_paths, got {min_paths}, {max_paths}"
+        )
+    pad, eos = int(tokenizer.pad_token_id), int(tokenizer.eos_token_id)
+    encoded = [tokenizer.encode(p, add_special_tokens=False) for p in prompts]
+    width = max(len(e) for e in encoded)
+    n = len(prompts)
+    ids = torch.full((n, width), pad, dtype=torch.long)
+    mask = torch.zeros(n, width, dtype=torch.long)
+    for i, e in enumerate(encoded):
+        ids[i, width - len(e) :] = torch.tensor(e)
+        mask[i, width - len(e) :] = 1
+    done = torch.zeros(n, dtype=torch.bool)
+    counters = [_PathCounter(tags) for _ in range(n)]
+    forced_cols = []
+    was_training = model.training
+    model.eval()
+    for _ in range(max_new_tokens):
+        inputs, _ = layout_inputs(model, ids, mask, width, tags, structured)
+        logits = model(**inputs).logits[:, -1].float()
+        logits[:, pad] = float("-inf")  # padding is not a choice the policy makes
+        if temperature == 0:
+            nxt = logits.argmax(-1)
+        else:
+            probs = torch.softmax(logits / temperature, dim=-1)
+            nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+        forced = torch.zeros(n, dtype=torch.bool)
+        for i, counter in enumerate(counters):
+            if structured and counter.after_close and not bool(done[i]):
+                if counter.closed < min_paths:
+                    nxt[i], forced[i] = tags.path, True
+                elif counter.closed >= max_paths:
+                    nxt[i], forced[i] = tags.parallel_end, True
+            counter.push(int(nxt[i]))
+        forced_cols.append(forced)
+        ids = torch.cat([ids, nxt[:, None]], dim=1)
+        mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
+        done |= nxt == eos
+        if bool(done.all()):
+            break
+    model.train(was_training)
+    texts = []
+    for i in range(n):
+        row = ids[i, width:][mask[i, width:] == 1].tolist()
+        if row and row[-1] == eos:
+            row = row[:-1]
+        texts.append(tokenizer.decode(row, skip_special_tokens=False))
+    return Rollout(ids, mask, width, texts, torch.stack(forced_cols, dim=1))
+
+
+def progress_bar(steps: int, desc: str, enabled: bool) -> Any:
+    """A tqdm bar over ``range(1, steps + 1)`` (tqdm's ``auto`` flavour; silent when disabled)."""
+    tqdm = importlib.import_module("tqdm.auto").tqdm
+    return tqdm(range(1, steps + 1), desc=desc, disable=not enabled, leave=False)
+
+
+class MetricsLog:
+    """Appends one JSON object per step to ``path`` (``metrics.jsonl``) and keeps them in memory.
+
+    Example:
+        >>> import tempfile, os
+        >>> log = MetricsLog(os.path.join(tempfile.mkdtemp(), "metrics.jsonl"))
+        >>> log.write({"stage": "sft", "step": 1, "loss": 2.5})["loss"]
+        2.5
+        >>> len(open(log.path).readlines())
+        1
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.rows: list[dict[str, Any]] = []
+        self._start = time.perf_counter()
+
+    def write(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Records a row (``time_s`` since the log was opened is added)."""
+        row = {**row, "time_s": round(time.perf_counter() - self._start, 3)}
+        # NaN (no block to measure, ...) is written as null: strict JSON readers reject NaN.
+        row = {k: None if isinstance(v, float) and v != v else v for k, v in row.items()}
+        self.rows.append(row)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        return row
+
+
+def response_stats(rollout: Rollout, golds: Sequence[str]) -> dict[str, float]:
+    """Accuracy, parallel-format ratio, mean block position and length of a rollout.
+
+    ``accuracy`` is :func:`r1kit.rewards.math_scores` (1 correct, 0 otherwise);
+    ``parallel_ratio`` the share of responses with at least one valid block and no malformed
+    one (:func:`r1kit.rewards.parallel_format`); ``block_position`` the mean start of each
+    response's first ``<Parallel>`` as a fraction of its characters (NaN when no response has
+    one).
+    """
+    from r1kit import rewards
+
+    acc = rewards.math_scores(rollout.texts, list(golds))
+    fmt = rewards.parallel_format(rollout.texts)
+    ok = fmt.valid & fmt.uses_parallel
+    starts: list[float] = []
+    for text in rollout.texts:
+        tag = text.find("<Parallel>")
+        if tag >= 0 and text:
+            starts.append(tag / len(text))
+    return {
+        "accuracy": float(acc.mean()),
+        "parallel_ratio": float(ok.float().mean()),
+        "block_position": sum(starts) / len(starts) if starts else float("nan"),
+        "response_tokens": float(rollout.response_mask.sum(1).mean()),
+    }
+
+
+def evaluate(
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[Any],
+    tags: ParallelTags,
+    max_new_tokens: int,
+    structured: bool = True,
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """Greedy responses to held-out examples, scored by :func:`response_stats`.
+
+    Args:
+        model: A ``transformers`` causal LM.
+        tokenizer: Its tokenizer.
+        examples: Items with ``prompt`` and ``answer``.
+        tags: The tag ids.
+        max_new_tokens: Response length cap.
+        structured: Layout of the sampling (as in training).
+        batch_size: Prompts per forward pass.
+
+    Returns:
+        ``accuracy``, ``parallel_ratio``, ``block_position``, ``response_tokens`` over all
+        examples, and ``n``.
+    """
+    if not examples:
+        raise ArgumentError("`examples`: expected at least one example, got none")
+    totals: dict[str, float] = {}
+    weights: dict[str, int] = {}
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        rollout = sample(
+            model,
+            tokenizer,
+            [e.prompt for e in chunk],
+            tags,
+            max_new_tokens,
+            temperature=0.0,
+            structured=structured,
+        )
+        for key, value in response_stats(rollout, [e.answer for e in chunk]).items():
+            if value == value:  # NaN block positions carry no weight
+                totals[key] = totals.get(key, 0.0) + value * len(chunk)
+                weights[key] = weights.get(key, 0) + len(chunk)
+    out = {k: round(totals[k] / weights[k], 6) for k in totals}
+    out.setdefault("block_position", float("nan"))
+    out["n"] = float(len(examples))
+    return out

@@ -1,0 +1,423 @@
+"""The trainer: data, tokenizer and tags, structured forward and sampling, SFT, GRPO, recipes, CLI.
+
+Everything is built in the test (character tokenizer, tiny random Qwen2): no download, a few
+seconds per test.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from r1kit import rewards
+from r1kit.errors import ArgumentError
+from r1kit.structure import ParallelTags, parse_parallel
+
+pytest.importorskip("transformers")
+
+from r1kit.train import (
+    GRPOConfig,
+    ParallelR1Config,
+    add_tag_tokens,
+    build_tokenizer,
+    easy_arithmetic,
+    encode_sft,
+    fact_table,
+    get_recipe,
+    grpo_update,
+    hard_arithmetic,
+    load_jsonl,
+    sample,
+    sequence_log_probs,
+    sft_loss,
+    tiny_model,
+)
+from r1kit.train.cli import QUICK, main
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Any:
+    # Tiny matrices: one thread is fastest and does not stall on a busy machine.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def tok() -> Any:
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def tags(tok: Any) -> ParallelTags:
+    return ParallelTags.from_tokenizer(tok)
+
+
+def small_model(tok: Any, seed: int = 0) -> Any:
+    return tiny_model(len(tok), hidden_size=32, num_layers=1, num_heads=2, seed=seed)
+
+
+# -- data -------------------------------------------------------------------------------------
+
+
+def test_easy_traces_are_correct_and_parallel() -> None:
+    data = easy_arithmetic(200, seed=5)
+    responses = [e.response for e in data]
+    assert rewards.math_scores(responses, [e.answer for e in data]).tolist() == [1.0] * 200
+    fmt = rewards.parallel_format(responses)
+    assert fmt.valid.all() and fmt.uses_parallel.all()
+    assert fmt.paths == [[2]] * 200
+    assert {e.prompt[1] for e in data} == {"+", "-", "*"}
+    assert easy_arithmetic(5, seed=5) == data[:5]  # seeded
+
+
+def test_hard_traces_evaluate_left_to_right() -> None:
+    data = hard_arithmetic(100, seed=2)
+    for e in data:
+        expr = e.prompt.removesuffix("=?\n")
+        value = int(expr[0])
+        for op, d in zip(expr[1::2], expr[2::2], strict=True):
+            value = value + int(d) if op == "+" else value - int(d) if op == "-" else value * int(d)
+        assert e.answer == str(value), e
+        assert len(expr) // 2 in (3, 4)
+    scores = rewards.math_scores([e.response for e in data], [e.answer for e in data])
+    assert scores.tolist() == [1.0] * 100
+
+
+def test_fact_table_answers_are_tagged() -> None:
+    data = fact_table(5, seed=1)
+    assert len(data) == 20
+    golds = [e.answer for e in data]
+    assert rewards.qa_scores([e.response for e in data], golds).tolist() == [1.0] * 20
+
+
+def test_load_jsonl_names_line_and_field(tmp_path: Path) -> None:
+    good = {"prompt": "1+1=?\n", "answer": 2}
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps(good) + "\n\n" + json.dumps({"prompt": "2+2=?\n"}) + "\n")
+    with pytest.raises(ArgumentError, match=r"data.jsonl line 3: missing field 'answer'"):
+        load_jsonl(path)
+    path.write_text(json.dumps({"prompt": 5, "answer": "1"}) + "\n")
+    with pytest.raises(ArgumentError, match=r"line 1: field 'prompt' expected a string, got int"):
+        load_jsonl(path)
+    path.write_text("{oops\n")
+    with pytest.raises(ArgumentError, match=r"line 1: not valid JSON"):
+        load_jsonl(path)
+    with pytest.raises(ArgumentError, match=r"no such file"):
+        load_jsonl(tmp_path / "missing.jsonl")
+    path.write_text(json.dumps(good) + "\n")
+    assert load_jsonl(path)[0].answer == "2"
+
+
+# -- tokenizer, tags, model -------------------------------------------------------------------
+
+
+def test_tokenizer_round_trips_and_tags_are_single_tokens(tok: Any, tags: ParallelTags) -> None:
+    text = easy_arithmetic(1, seed=0)[0].response + "<answer>x</answer>"
+    ids = tok.encode(text, add_special_tokens=False)
+    assert tok.decode(ids) == text
+    assert tags.ids() == (3, 4, 5, 6, 7, 8)
+    assert len(tok.encode("Final Answer:", add_special_tokens=False)) == 1
+
+
+def test_added_tag_rows_are_distinct_and_near_the_mean() -> None:
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {w: i for i, w in enumerate(["<pad>", "<eos>", "<unk>", "a", "b", "c"])}
+    raw = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    plain = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=raw, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
+    )
+    model = tiny_model(len(plain), hidden_size=16, num_layers=1, num_heads=2)
+    old = model.get_input_embeddings().weight.detach().clone()
+    added = add_tag_tokens(plain, model)
+    assert added == ["<Parallel>", "</Parallel>", "<Path>", "</Path>", "<Summary>", "</Summary>"]
+    tags = ParallelTags.from_tokenizer(plain)
+    w = model.get_input_embeddings().weight.detach()
+    assert w.shape[0] >= 12 and torch.equal(w[:6], old)
+    new = w[list(tags.ids())]
+    assert torch.cdist(new, new).add(torch.eye(6)).min() > 0  # no two rows identical
+    spread = (new - old.mean(0)).norm(dim=1)
+    assert spread.max() < 0.1 * old.norm(dim=1).mean()  # close to the mean row
+    assert add_tag_tokens(plain, model) == []  # idempotent
+
+
+# -- structured forward and sampling -----------------------------------------------------------
+
+
+def test_structured_forward_hides_paths_from_each_other(tok: Any, tags: ParallelTags) -> None:
+    model = small_model(tok)
+    ex = easy_arithmetic(1, seed=3)[0]  # 3*9=?  <Parallel><Path>3*9=27</Path><Path>9*3=27...
+    batch = encode_sft(tok, [(ex.prompt, ex.response)])
+    changed = batch.input_ids.clone()
+    p1 = int(batch.response_start) + 2  # first token inside path 1 ("3")
+    changed[0, p1] = tok.convert_tokens_to_ids("7")
+    args = (batch.attention_mask, batch.response_start, tags)
+    base = sequence_log_probs(model, batch.input_ids, *args)
+    diff = (sequence_log_probs(model, changed, *args) - base)[0].abs() > 1e-6
+    layout = parse_parallel(batch.input_ids, tags, response_start=batch.response_start)
+    path2 = (layout.path_ids[0] == 1).nonzero().flatten().tolist()
+    # Path 2's tokens after its <Path> are predicted from path-2 states only: unchanged.
+    assert not diff[path2[1:]].any()
+    assert diff[p1 : path2[0] + 1].all()  # path 1 itself (and the <Path> it predicts) changed
+    causal = sequence_log_probs(model, changed, *args, structured=False)
+    assert (causal - sequence_log_probs(model, batch.input_ids, *args, structured=False))[
+        0, path2[1:]
+    ].abs().max() > 1e-6
+
+
+class Scripted(torch.nn.Module):
+    """A stand-in model that writes a fixed token script and records what it was given."""
+
+    def __init__(self, vocab: int, script: list[int]) -> None:
+        super().__init__()
+        self.vocab, self.script = vocab, script
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.config = type("Cfg", (), {"_attn_implementation": "sdpa"})()
+        self.seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: Any):  # type: ignore[no-untyped-def]
+        self.seen.append((position_ids[:, -1].clone(), attention_mask[:, 0, -1].clone()))
+        step = len(self.seen) - 1
+        logits = torch.zeros(input_ids.shape[0], input_ids.shape[1], self.vocab)
+        logits[:, -1, self.script[min(step, len(self.script) - 1)]] = 10.0
+        return type("Out", (), {"logits": logits})()
+
+
+def test_sampling_uses_the_training_parse_and_enforces_two_paths(
+    tok: Any, tags: ParallelTags
+) -> None:
+    # The script closes the block after one path: the sampler must write a second <Path>.
+    enc = lambda s: tok.encode(s, add_special_tokens=False)  # noqa: E731
+    script = enc("<Parallel><Path>1+1=2</Path></Parallel>2</Path></Parallel><Summary>2</Summary>")
+    script += enc("Final Answer: 2<eos>")
+    model = Scripted(len(tok), script + [tok.eos_token_id] * 20)
+    rollout = sample(model, tok, ["1+1=?\n", "12+30=?\n"], tags, 40, temperature=0.0)
+    want = (
+        "<Parallel><Path>1+1=2</Path><Path>2</Path></Parallel><Summary>2</Summary>Final Answer: 2"
+    )
+    assert rollout.texts == [want, want]
+    assert rollout.forced.nonzero().tolist() == [[0, 8], [1, 8]]  # the second <Path> only
+    assert rollout.loss_mask[0, 8] == 0 and rollout.response_mask[0, 8] == 1
+    # Every step's query row equals the row the training step builds from the whole rollout.
+    layout = parse_parallel(
+        rollout.input_ids,
+        tags,
+        attention_mask=rollout.attention_mask,
+        response_start=rollout.prompt_len,
+    )
+    mask = layout.attention_mask("bool")
+    p = rollout.prompt_len
+    for t, (pos, row) in enumerate(model.seen):
+        q = p + t - 1  # the last token the step saw
+        live = rollout.attention_mask[:, q + 1] == 1  # rows still generating
+        assert torch.equal(pos[live], layout.position_ids[live, q])
+        assert torch.equal(row[live], mask[live, 0, q, : q + 1])
+    assert [s.kind for s in layout.status] == ["ok", "ok"]
+    assert layout.stats()[0].paths_per_block == [2]
+
+
+# -- SFT and GRPO -----------------------------------------------------------------------------
+
+
+def test_sft_loss_falls_on_a_fixed_batch(tok: Any, tags: ParallelTags) -> None:
+    torch.manual_seed(0)
+    model = small_model(tok)
+    data = easy_arithmetic(8, seed=1)
+    batch = encode_sft(tok, [(e.prompt, e.response) for e in data])
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        loss = sft_loss(model, batch, tags)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[0] > 4.0  # about log(vocab) at random init
+    assert losses[-1] < 0.6 * losses[0]
+
+
+def test_sft_loss_ignores_prompt_tokens(tok: Any, tags: ParallelTags) -> None:
+    model = small_model(tok)
+    a = encode_sft(tok, [("1+1=?\n", "Final Answer: 2")])
+    b = encode_sft(tok, [("1+1=?\n", "Final Answer: 2")])
+    b.loss_mask[0, : int(b.response_start)] = 1.0  # a wrong mask would also count the prompt
+    assert sft_loss(model, a, tags).item() != pytest.approx(sft_loss(model, b, tags).item())
+    lp = sequence_log_probs(model, a.input_ids, a.attention_mask, a.response_start, tags)
+    want = -lp[0, int(a.response_start) :].mean()
+    assert sft_loss(model, a, tags).item() == pytest.approx(want.item(), rel=1e-6)
+
+
+def test_grpo_step_moves_log_probs_along_the_advantage(tok: Any, tags: ParallelTags) -> None:
+    model = small_model(tok, seed=1)
+    gen = torch.Generator().manual_seed(0)
+    rollout = sample(model, tok, ["3+4=?\n"] * 4, tags, 12, generator=gen)
+    p = rollout.prompt_len
+
+    def seq_lp() -> torch.Tensor:
+        with torch.no_grad():
+            lp = sequence_log_probs(model, rollout.input_ids, rollout.attention_mask, p, tags)[
+                :, p:
+            ]
+        return (lp * rollout.loss_mask).sum(1)
+
+    before = seq_lp()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    cfg = GRPOConfig(steps=1, progress=False)
+    rewards_ = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    out = grpo_update(model, opt, rollout, rewards_, torch.zeros(4, dtype=torch.long), tags, cfg)
+    after = seq_lp()
+    assert after[0] > before[0]  # the rewarded sample became more likely
+    assert (after[1:] < before[1:]).all()  # the others less likely
+    assert out["advantage_abs"] > 0 and out["kl"] == 0.0
+
+
+def test_grpo_kl_needs_a_reference(tok: Any, tags: ParallelTags) -> None:
+    model = small_model(tok)
+    rollout = sample(model, tok, ["1+1=?\n"] * 2, tags, 4)
+    opt = torch.optim.AdamW(model.parameters())
+    cfg = GRPOConfig(kl_coef=0.1, progress=False)
+    with pytest.raises(ArgumentError, match="ref_model"):
+        grpo_update(model, opt, rollout, torch.ones(2), torch.zeros(2), tags, cfg)
+    with pytest.raises(ArgumentError, match="estimator"):
+        GRPOConfig(estimator="ppo")
+
+
+# -- recipes and CLI --------------------------------------------------------------------------
+
+
+def test_unknown_recipe_and_config_key() -> None:
+    with pytest.raises(ArgumentError, match=r"unknown recipe 'parallel-r2' \(known: parallel_r1"):
+        get_recipe("parallel-r2")
+    with pytest.raises(ArgumentError, match="'zerosearch' is not available yet"):
+        get_recipe("zerosearch")
+    with pytest.raises(ArgumentError, match=r"unknown key 'sft_step'"):
+        ParallelR1Config.from_dict({"sft_step": 3})
+    with pytest.raises(ArgumentError, match=r"key 'sft_steps': expected int, got str"):
+        ParallelR1Config.from_dict({"sft_steps": "3"})
+    with pytest.raises(ArgumentError, match="unknown recipe 'nope'"):
+        main(["demo", "nope"])
+
+
+def test_cli_config_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ArgumentError, match="no such file"):
+        main(["demo", "parallel-r1", "--config", str(tmp_path / "x.toml")])
+    bad = tmp_path / "bad.toml"
+    bad.write_text("stage9_steps = 3\n")
+    with pytest.raises(ArgumentError, match="unknown key 'stage9_steps'"):
+        main(["demo", "parallel-r1", "--config", str(bad), "--out", str(tmp_path)])
+
+
+def test_quick_demo_writes_metrics_and_report(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("name = 'quick'\nsft_steps = 10\n")
+    argv = ["demo", "all", "--quick", "--no-progress", "--out", str(tmp_path), "--config"]
+    assert main([*argv, str(config)]) == 0
+    run = tmp_path / "quick"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "eval" not in r]
+    stages = [r["stage"] for r in steps]
+    assert stages.count("stage1_sft") == 10
+    assert stages.count("stage2_grpo_easy") == QUICK["stage2_steps"]
+    assert stages.count("stage3_grpo_hard") == QUICK["stage3_steps"]
+    grpo = [r for r in steps if r["stage"] != "stage1_sft"]
+    for key in ("loss", "reward", "accuracy", "parallel_ratio", "kl", "tokens_per_s"):
+        assert all(isinstance(r[key], float | int) for r in grpo), key
+    evals = [r for r in rows if r.get("eval")]
+    assert [r["stage"] for r in evals] == ["stage1_sft", "stage2_grpo_easy", "stage3_grpo_hard"]
+    report = (run / "report.md").read_text()
+    assert "| stage1_sft |" in report and "| stage3_grpo_hard |" in report
+    results = json.loads((run / "results.json").read_text())
+    assert results["stages"][0]["hard"]["n"] == QUICK["n_eval"]
+    assert (run / "checkpoints" / "stage3_grpo_hard" / "config.json").is_file()
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_seeded_runs_repeat(tmp_path: Path) -> None:
+    from r1kit.train import run_parallel_r1
+
+    def steps(name: str) -> list[dict[str, Any]]:
+        cfg = ParallelR1Config.from_dict({**QUICK, "name": name, "progress": False})
+        run_parallel_r1(cfg, tmp_path)
+        text = (tmp_path / name / "metrics.jsonl").read_text()
+        rows = [json.loads(x) for x in text.splitlines()]
+        return [{k: v for k, v in r.items() if k not in ("time_s", "tokens_per_s")} for r in rows]
+
+    a, b = steps("a"), steps("b")
+    assert len(a) == QUICK["sft_steps"] + QUICK["stage2_steps"] + QUICK["stage3_steps"] + 3
+    assert a == b
+
+
+def test_train_command_on_a_saved_model_and_data_file(tmp_path: Path) -> None:
+    from r1kit.train import save_jsonl
+
+    tok = build_tokenizer()
+    model_dir = tmp_path / "model"
+    small_model(tok).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    data = tmp_path / "arith.jsonl"
+    save_jsonl(easy_arithmetic(40, seed=4) + hard_arithmetic(40, seed=4), data)
+    base = ["train", "--recipe", "parallel_r1", "--data", str(data), "--out", str(tmp_path)]
+    with pytest.raises(ArgumentError, match=r"`--model`: no such directory"):
+        main([*base, "--model", str(tmp_path / "nope")])
+    with pytest.raises(ArgumentError, match=r"`--model` .*: not a loadable causal LM"):
+        main([*base, "--model", str(tmp_path)])
+    with pytest.raises(ArgumentError, match="unknown recipe 'grpo'"):
+        main(["train", "--recipe", "grpo", "--model", str(model_dir), "--data", str(data)])
+    assert main([*base, "--model", str(model_dir), "--quick", "--no-progress"]) == 0
+    report = (tmp_path / "arith" / "report.md").read_text()
+    assert "| stage | held_out accuracy | held_out parallel ratio | seconds |" in report
+    assert "Qwen2ForCausalLM" in report
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "1+1=?", "response": "2"}\n')
+    with pytest.raises(ArgumentError, match=r"bad.jsonl line 1: missing field 'answer'"):
+        main([*base[:3], "--data", str(bad), "--model", str(model_dir)])
+
+
+def test_resume_after_stage_1_gives_the_uninterrupted_run(tmp_path: Path) -> None:
+    import shutil
+
+    argv = ["demo", "parallel-r1", "--quick", "--no-progress", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    run = tmp_path / "parallel-r1"
+
+    def rows() -> list[dict[str, Any]]:
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        drop = ("time_s", "tokens_per_s")
+        return [{k: v for k, v in json.loads(x).items() if k not in drop} for x in lines]
+
+    full = rows()
+    # Interrupted during stage 2: stages 2 and 3 left no finished checkpoint.
+    shutil.rmtree(run / "checkpoints" / "stage3_grpo_hard")
+    (run / "checkpoints" / "stage2_grpo_easy" / "eval.json").unlink()
+    stage1 = run / "checkpoints" / "stage1_sft" / "eval.json"
+    written = stage1.stat().st_mtime_ns
+    assert main([*argv, "--resume"]) == 0
+    assert stage1.stat().st_mtime_ns == written  # stage 1 was loaded, not retrained
+    resumed = rows()
+    assert resumed == full
+    assert [r["stage"] for r in resumed if r.get("eval")] == [
+        "stage1_sft",
+        "stage2_grpo_easy",
+        "stage3_grpo_hard",
+    ]
+
+
+def test_console_script_reports_errors_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from r1kit.train.cli import run
+
+    monkeypatch.setattr("sys.argv", ["r1kit", "demo", "zerosearch"])
+    with pytest.raises(SystemExit) as exit_info:
+        run()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("r1kit: error: ArgumentError: `recipe`: 'zerosearch' is not available")
