@@ -41,8 +41,17 @@ pub trait Real:
     /// `exp(x)` for `|x| <= 80` (callers clamp first); NaN stays NaN. Branch-free for f32, so
     /// loops over it vectorise.
     fn exp_bounded(self) -> Self;
-    /// torch's `clamp`: NaN stays NaN.
-    fn clamp_to(self, lo: Self, hi: Self) -> Self;
+    /// torch's `clamp`: NaN stays NaN. Written as selects (not `f32::clamp`) so that loops
+    /// over it vectorise; NaN fails both tests.
+    #[inline(always)]
+    fn clamp_to(self, lo: Self, hi: Self) -> Self {
+        let x = if self < lo { lo } else { self };
+        if x > hi {
+            hi
+        } else {
+            x
+        }
+    }
     fn abs(self) -> Self;
     fn is_nan(self) -> bool;
 }
@@ -58,16 +67,6 @@ impl Real for f32 {
     #[inline(always)]
     fn exp_bounded(self) -> Self {
         exp_f32(self)
-    }
-    #[inline(always)]
-    fn clamp_to(self, lo: Self, hi: Self) -> Self {
-        // Written as selects (not f32::clamp) so that it vectorises; NaN fails both tests.
-        let x = if self < lo { lo } else { self };
-        if x > hi {
-            hi
-        } else {
-            x
-        }
     }
     #[inline(always)]
     fn abs(self) -> Self {
@@ -90,15 +89,6 @@ impl Real for f64 {
     #[inline(always)]
     fn exp_bounded(self) -> Self {
         self.exp()
-    }
-    #[inline(always)]
-    fn clamp_to(self, lo: Self, hi: Self) -> Self {
-        let x = if self < lo { lo } else { self };
-        if x > hi {
-            hi
-        } else {
-            x
-        }
     }
     #[inline(always)]
     fn abs(self) -> Self {

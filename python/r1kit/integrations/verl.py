@@ -300,18 +300,6 @@ def _gae_return(
     return rl.gae(token_level_rewards, values, response_mask, float(gamma), float(lam))
 
 
-def _grpo_outcome(
-    token_level_rewards: torch.Tensor,
-    response_mask: torch.Tensor,
-    index: Any,
-    epsilon: float = 1e-6,
-    norm_adv_by_std_in_grpo: bool = True,
-    config: Any = None,
-    **kwargs: Any,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    return rl.grpo(token_level_rewards, response_mask, index, norm_adv_by_std_in_grpo, epsilon)
-
-
 def patch_core_algos() -> None:
     """Makes verl's built-in ``gae`` and ``grpo`` paths run r1kit.
 
@@ -323,7 +311,7 @@ def patch_core_algos() -> None:
     from verl.trainer.ppo import core_algos
 
     core_algos.compute_gae_advantage_return = _gae_return
-    core_algos.compute_grpo_outcome_advantage = _grpo_outcome
+    core_algos.compute_grpo_outcome_advantage = _grpo
 
 
 # --- reward scoring ----------------------------------------------------------------------------
