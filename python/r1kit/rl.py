@@ -72,12 +72,13 @@ def _group_tensor(group_ids: object) -> torch.Tensor:
             "`group_ids`: expected an int tensor [B], a numpy array or a sequence of hashables, "
             f"got {type(group_ids).__name__}"
         )
-    dense: dict[Hashable, int] = {}
     try:
-        ids = [dense.setdefault(g, len(dense)) for g in group_ids]
+        # Dense ids in order of first appearance; every loop here runs in C.
+        dense = {g: i for i, g in enumerate(dict.fromkeys(group_ids))}
     except TypeError as e:
         raise ArgumentTypeError(f"`group_ids`: expected hashable ids ({e})") from None
-    return torch.tensor(ids, dtype=torch.int64)
+    ids = np.fromiter(map(dense.__getitem__, group_ids), dtype=np.int64, count=len(group_ids))
+    return torch.from_numpy(ids)
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -552,18 +552,50 @@ fn row_scores_cpu<T: Real>(r: &Tensor, m: &Tensor, cols: usize) -> Result<Vec<f6
         rs.par_chunks(cols)
             .enumerate()
             .map(|(i, rrow)| {
-                let mut s = 0.0;
-                for (t, &rv) in rrow.iter().enumerate() {
+                let s = lane_sum(rrow);
+                if s.is_finite() {
+                    return s;
+                }
+                // A non-finite reward somewhere in the row: only those under mask 1 count. The
+                // mask is read for such rows only, so the common case is one pass over rewards.
+                let mrow = &ms[i * cols..(i + 1) * cols];
+                let mut lanes = [0.0f64; LANES];
+                for (k, (&rv, &mv)) in rrow.iter().zip(mrow).enumerate() {
                     let x = rv.to_f64();
-                    // The mask is read only for non-finite rewards: one pass over the rewards.
-                    if x.is_finite() || ms[i * cols + t].to_f64() != 0.0 {
-                        s += x;
+                    if x.is_finite() || mv.to_f64() != 0.0 {
+                        lanes[k % LANES] += x;
                     }
                 }
-                s
+                fold_lanes(&lanes)
             })
             .collect()
     })
+}
+
+/// Output size from which `broadcast_cpu` writes with non-temporal stores.
+const STREAM_BYTES: usize = 8 << 20;
+
+/// Accumulator lanes of row sums: element `k` goes to lane `k % LANES`, and the lanes are folded
+/// in a fixed order, so the result depends on the row alone (never on threads or chunking) and
+/// the loop is not bound by the latency of one chain of additions.
+const LANES: usize = 8;
+
+fn lane_sum<T: Real>(row: &[T]) -> f64 {
+    let mut lanes = [0.0f64; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += v.to_f64();
+        }
+    }
+    for (l, &v) in lanes.iter_mut().zip(chunks.remainder()) {
+        *l += v.to_f64();
+    }
+    fold_lanes(&lanes)
+}
+
+fn fold_lanes(l: &[f64; LANES]) -> f64 {
+    ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))
 }
 
 /// `out[i, t] = a[i] * mask[i, t]` in the batch's compute dtype, then the input dtype.
@@ -591,16 +623,15 @@ fn broadcast_cpu<T: Real>(per_row: &[f64], m: &Tensor, b: &Batch) -> Result<Tens
     let mut out = tensor::empty_cpu::<T>(&[b.rows as i64, b.cols as i64])?;
     let ms = tensor::cpu_slice::<T>(m, "response_mask")?;
     let o = tensor::cpu_slice_mut::<T>(&mut out, "advantages")?;
+    // Outputs far larger than the caches are streamed to memory (see `Real::scale_row`).
+    let stream = std::mem::size_of_val(o) >= STREAM_BYTES;
     parallel::install(|| {
         o.par_chunks_mut(b.cols.max(1))
             .zip(ms.par_chunks(b.cols.max(1)))
             .zip(per_row.par_iter())
             .for_each(|((row, mrow), &a)| {
                 // Rounded once to T, then multiplied in T, as verl does.
-                let a = T::from_f64(a).to_f64();
-                for (v, &mv) in row.iter_mut().zip(mrow) {
-                    *v = T::from_f64(a * mv.to_f64());
-                }
+                T::scale_row(row, mrow, T::from_f64(a), stream);
             })
     })?;
     Ok(out)

@@ -54,6 +54,16 @@ pub trait Real:
     }
     fn abs(self) -> Self;
     fn is_nan(self) -> bool;
+    /// `dst[k] = a * src[k]` (the pair rounded as one multiplication in `Self`). `stream` asks
+    /// for non-temporal stores where the type and the machine have them: for outputs much larger
+    /// than the caches, they skip reading `dst` into the cache before overwriting it.
+    #[inline(always)]
+    fn scale_row(dst: &mut [Self], src: &[Self], a: Self, stream: bool) {
+        let _ = stream;
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = a * s;
+        }
+    }
 }
 
 impl Real for f32 {
@@ -75,6 +85,44 @@ impl Real for f32 {
     #[inline(always)]
     fn is_nan(self) -> bool {
         f32::is_nan(self)
+    }
+    #[inline(always)]
+    fn scale_row(dst: &mut [Self], src: &[Self], a: Self, stream: bool) {
+        #[cfg(target_arch = "x86_64")]
+        if stream {
+            scale_row_stream_f32(dst, src, a);
+            return;
+        }
+        let _ = stream;
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = a * s;
+        }
+    }
+}
+
+/// [`Real::scale_row`] for f32 with SSE non-temporal stores (SSE is part of x86_64), followed by
+/// a store fence so the values are visible to whoever reads them next.
+#[cfg(target_arch = "x86_64")]
+fn scale_row_stream_f32(dst: &mut [f32], src: &[f32], a: f32) {
+    use std::arch::x86_64::{_mm_loadu_ps, _mm_mul_ps, _mm_set1_ps, _mm_sfence, _mm_stream_ps};
+    let n = dst.len().min(src.len());
+    // Scalar stores until `dst` is 16-byte aligned, whole vectors, then the scalar tail.
+    let head = dst.as_ptr().align_offset(16).min(n);
+    let body_end = head + (n - head) / 4 * 4;
+    for k in (0..head).chain(body_end..n) {
+        dst[k] = a * src[k];
+    }
+    // SAFETY: k + 4 <= body_end <= n keeps every load and store inside both slices; the store
+    // address dst + k is 16-byte aligned because dst + head is and k - head is a multiple of 4.
+    unsafe {
+        let va = _mm_set1_ps(a);
+        let (d, s) = (dst.as_mut_ptr(), src.as_ptr());
+        let mut k = head;
+        while k < body_end {
+            _mm_stream_ps(d.add(k), _mm_mul_ps(_mm_loadu_ps(s.add(k)), va));
+            k += 4;
+        }
+        _mm_sfence();
     }
 }
 
