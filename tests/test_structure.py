@@ -315,6 +315,69 @@ def test_paths_agree(batch: tuple[list[list[int]], list[list[bool]], list[int]])
         )
 
 
+@pytest.mark.parametrize("mask_dtype", [None, torch.bool, torch.int64])
+@pytest.mark.parametrize("structured", [True, False])
+def test_large_batches_equal_row_by_row_parses(
+    mask_dtype: torch.dtype | None, structured: bool
+) -> None:
+    """Batches past the serial threshold (rows parsed in the pool, the mask converted per row)
+    give, row for row, what a one-row call (parsed on the caller's thread) gives."""
+    g = torch.Generator().manual_seed(7)
+    b, n = 12, 4096  # 49k tokens: parsed in parallel
+    ids = torch.randint(20, 1000, (b, n), generator=g)
+    real = torch.ones(b, n, dtype=torch.bool)
+    starts = torch.randint(0, 64, (b,), generator=g)
+    soup = torch.tensor(TAG_IDS)
+    for i in range(b):
+        at = int(starts[i]) + 8
+        for _ in range(3):  # three blocks of 2-3 paths, some rows cut or with stray tags
+            k = int(torch.randint(2, 4, (1,), generator=g))
+            ids[i, at] = P
+            for p in range(k):
+                ids[i, at + 1 + 40 * p] = A
+                ids[i, at + 30 + 40 * p] = AE
+            ids[i, at + 1 + 40 * k] = PE
+            at += 60 + 40 * k + int(torch.randint(0, 400, (1,), generator=g))
+        if i % 4 == 1:  # token soup in the tail
+            tail = torch.randint(0, len(TAG_IDS), (200,), generator=g)
+            ids[i, n - 200 :] = soup[tail]
+        if i % 3 == 2:  # padding on the left or right
+            pad = int(torch.randint(1, 300, (1,), generator=g))
+            if i % 2:
+                real[i, :pad] = False
+                starts[i] = max(int(starts[i]), pad)
+            else:
+                real[i, n - pad :] = False
+    mask = None if mask_dtype is None else real.to(mask_dtype)
+    whole = r1kit.parse_parallel(
+        ids, TAGS, attention_mask=mask, response_start=starts, structured=structured
+    )
+    kinds = {s.kind for s in whole.status}
+    assert "ok" in kinds and len(kinds) > 1  # the batch mixes good and broken rows
+    for i in range(b):
+        one = r1kit.parse_parallel(
+            ids[i : i + 1],
+            TAGS,
+            attention_mask=None if mask is None else mask[i : i + 1],
+            response_start=int(starts[i]),
+            structured=structured,
+        )
+        assert whole.status[i] == one.status[0]
+        for name in ("position_ids", "block_ids", "path_ids", "depth"):
+            assert torch.equal(getattr(whole, name)[i], getattr(one, name)[0]), (i, name)
+        assert whole.stats()[i] == one.stats()[0]
+    dense = whole.attention_mask()
+    for i in (1, 2):  # soup, padding
+        single = r1kit.parse_parallel(
+            ids[i : i + 1],
+            TAGS,
+            attention_mask=None if mask is None else mask[i : i + 1],
+            response_start=int(starts[i]),
+            structured=structured,
+        )
+        assert torch.equal(dense[i], single.attention_mask()[0])
+
+
 def test_dtypes_of_ids_and_mask() -> None:
     ids = row("x P A x a A y a p")
     base = parse([ids])

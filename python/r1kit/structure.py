@@ -237,7 +237,14 @@ class ParallelLayout:
         self.block_ids = block_ids
         self.path_ids = path_ids
         self.depth = depth
-        self.status = [RowStatus(kind, index) for kind, index in core.status()]
+        self._status: list[RowStatus] | None = None
+
+    @property
+    def status(self) -> list[RowStatus]:
+        """Per row: the :class:`RowStatus` (``kind``, token ``at``)."""
+        if self._status is None:
+            self._status = [RowStatus(kind, index) for kind, index in self._core.status()]
+        return self._status
 
     @property
     def structured(self) -> bool:

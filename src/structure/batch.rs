@@ -169,7 +169,7 @@ pub fn parse_parallel(
     let (batch, len) = (batch as usize, len as usize);
     let ids = host_i64(input_ids, "input_ids")?;
 
-    let real = match attention_mask {
+    let mask_src = match attention_mask {
         None => None,
         Some(m) => {
             if m.size() != input_ids.size() {
@@ -180,15 +180,7 @@ pub fn parse_parallel(
                 ));
             }
             tensor::expect_device(m, "attention_mask", device)?;
-            let mk = tensor::kind_of(m, "attention_mask")?;
-            if !(tensor::is_integer(mk) || mk == Kind::Bool) {
-                return Err(Error::dtype(
-                    "attention_mask",
-                    "a bool or integer tensor (1 = token, 0 = pad)",
-                    kind_name(mk),
-                ));
-            }
-            Some(host_bool(m)?)
+            Some(HostMask::new(m)?)
         }
     };
     let starts = response_starts(response_start, batch, len)?;
@@ -201,6 +193,8 @@ pub fn parse_parallel(
     let mut paths_t = tensor::empty_cpu::<i32>(&shape)?;
     let mut depth_t = tensor::empty_cpu::<i32>(&shape)?;
     let mut node = vec![-1i32; batch * len];
+    // Real-token flags, converted row by row inside the parse (zeroed pages: calloc, no fill).
+    let mut real_buf = vec![false; if mask_src.is_some() { batch * len } else { 0 }];
     let rows: Vec<Result<RowParse>> = if len == 0 {
         (0..batch)
             .map(|b| {
@@ -220,49 +214,87 @@ pub fn parse_parallel(
         let paths = tensor::cpu_slice_mut::<i32>(&mut paths_t, "path_ids")?;
         let depth = tensor::cpu_slice_mut::<i32>(&mut depth_t, "depth")?;
         let ids = ids.as_slice()?;
-        let real_ref = real.as_deref();
+        let mask_ref = mask_src.as_ref().map(HostMask::values).transpose()?;
         let starts_ref = &starts;
-        crate::parallel::install(|| {
+        let parse_one = |b: usize, p: &mut [i64], out: RowOut<'_>, real_row: &mut [bool]| {
+            let row_ids = &ids[b * len..(b + 1) * len];
+            // An OR of the sign bits vectorises; the index is only looked for when there is one.
+            if row_ids.iter().fold(0i64, |acc, &t| acc | t) < 0 {
+                let k = row_ids.iter().position(|&t| t < 0).unwrap_or(0);
+                return Err(Error::value(
+                    "input_ids",
+                    "non-negative token ids",
+                    format!("{} at row {b}, index {k}", row_ids[k]),
+                ));
+            }
+            let row_real = match mask_ref {
+                Some(m) => {
+                    m.fill_row(b * len, real_row);
+                    Some(&*real_row)
+                }
+                None => None,
+            };
+            let (bl, pa, de, no) = out;
+            let slices = TokenSlices {
+                position_ids: &mut *p,
+                block_ids: bl,
+                path_ids: pa,
+                depth: de,
+                node: no,
+            };
+            let row = parse_row_into(row_ids, row_real, starts_ref[b], tags, slices);
+            if !structured {
+                let mut next = 0i64;
+                for (i, pos) in p.iter_mut().enumerate() {
+                    if row_real.map_or(true, |r| r[i]) {
+                        *pos = next;
+                        next += 1;
+                    }
+                }
+            }
+            Ok(row)
+        };
+        let real_len = if mask_ref.is_some() { len } else { 0 };
+        if batch == 1 || batch * len < PARALLEL_MIN_TOKENS {
+            // Small batches: waking the pool costs more than the parse.
+            let mut real_rows = real_buf.chunks_mut(len.max(1));
             positions
-                .par_chunks_mut(len)
-                .zip(blocks.par_chunks_mut(len))
-                .zip(paths.par_chunks_mut(len))
-                .zip(depth.par_chunks_mut(len))
-                .zip(node.par_chunks_mut(len))
+                .chunks_mut(len)
+                .zip(blocks.chunks_mut(len))
+                .zip(paths.chunks_mut(len))
+                .zip(depth.chunks_mut(len))
+                .zip(node.chunks_mut(len))
                 .enumerate()
                 .map(|(b, ((((p, bl), pa), de), no))| {
-                    let row_ids = &ids[b * len..(b + 1) * len];
-                    // `any` vectorises; the index is only looked for when there is one.
-                    if row_ids.iter().any(|&t| t < 0) {
-                        let k = row_ids.iter().position(|&t| t < 0).unwrap_or(0);
-                        return Err(Error::value(
-                            "input_ids",
-                            "non-negative token ids",
-                            format!("{} at row {b}, index {k}", row_ids[k]),
-                        ));
-                    }
-                    let row_real = real_ref.map(|r| &r[b * len..(b + 1) * len]);
-                    let out = TokenSlices {
-                        position_ids: p,
-                        block_ids: bl,
-                        path_ids: pa,
-                        depth: de,
-                        node: no,
+                    let real_row = if real_len > 0 {
+                        real_rows.next().unwrap_or_default()
+                    } else {
+                        &mut []
                     };
-                    let row = parse_row_into(row_ids, row_real, starts_ref[b], tags, out);
-                    if !structured {
-                        let mut next = 0i64;
-                        for (i, pos) in p.iter_mut().enumerate() {
-                            if row_real.map_or(true, |r| r[i]) {
-                                *pos = next;
-                                next += 1;
-                            }
-                        }
-                    }
-                    Ok(row)
+                    parse_one(b, p, (bl, pa, de, no), real_row)
                 })
                 .collect()
-        })?
+        } else {
+            let real_chunks: Vec<&mut [bool]> = if real_len > 0 {
+                real_buf.chunks_mut(len).collect()
+            } else {
+                (0..batch).map(|_| <&mut [bool]>::default()).collect()
+            };
+            crate::parallel::install(|| {
+                positions
+                    .par_chunks_mut(len)
+                    .zip(blocks.par_chunks_mut(len))
+                    .zip(paths.par_chunks_mut(len))
+                    .zip(depth.par_chunks_mut(len))
+                    .zip(node.par_chunks_mut(len))
+                    .zip(real_chunks.into_par_iter())
+                    .enumerate()
+                    .map(|(b, (((((p, bl), pa), de), no), re))| {
+                        parse_one(b, p, (bl, pa, de, no), re)
+                    })
+                    .collect()
+            })?
+        }
     };
     let rows = rows.into_iter().collect::<Result<Vec<RowParse>>>()?;
     if on_error == OnError::Raise {
@@ -289,7 +321,7 @@ pub fn parse_parallel(
         rows,
         batch,
         len,
-        real,
+        real: mask_src.map(|_| real_buf),
         node,
         structured,
         device,
@@ -342,34 +374,88 @@ fn host_i64(t: &Tensor, arg: &'static str) -> Result<HostIds> {
     Ok(HostIds { tensor: host, arg })
 }
 
-/// The attention mask as host flags (nonzero = real token), read straight from its memory.
-fn host_bool(t: &Tensor) -> Result<Vec<bool>> {
-    let arg = "attention_mask";
-    let host = if t.device() == Device::Cpu {
-        tensor::contiguous(t)
-    } else {
-        t.f_to_device(Device::Cpu)?.f_contiguous()?
-    };
-    Ok(match tensor::kind_of(&host, arg)? {
-        Kind::Bool => tensor::cpu_slice::<bool>(&host, arg)?.to_vec(),
-        Kind::Int64 => nonzero(tensor::cpu_slice::<i64>(&host, arg)?),
-        Kind::Int => nonzero(tensor::cpu_slice::<i32>(&host, arg)?),
-        Kind::Int16 => nonzero(tensor::cpu_slice::<i16>(&host, arg)?),
-        Kind::Int8 => nonzero(tensor::cpu_slice::<i8>(&host, arg)?),
-        Kind::Uint8 => nonzero(tensor::cpu_slice::<u8>(&host, arg)?),
-        other => {
-            return Err(Error::dtype(
-                arg,
-                "a bool or integer tensor",
-                kind_name(other),
-            ))
-        }
-    })
+/// One row's block, path, depth and node slices.
+type RowOut<'a> = (&'a mut [i32], &'a mut [i32], &'a mut [i32], &'a mut [i32]);
+
+/// Batches below this many tokens are parsed on the caller's thread.
+const PARALLEL_MIN_TOKENS: usize = 1 << 15;
+
+/// The attention mask on the host, read straight from its memory (nonzero = real token).
+struct HostMask {
+    tensor: Tensor,
 }
 
-fn nonzero<T: Copy + Default + PartialEq>(values: &[T]) -> Vec<bool> {
-    let zero = T::default();
-    values.iter().map(|&v| v != zero).collect()
+impl HostMask {
+    const ARG: &'static str = "attention_mask";
+
+    fn new(t: &Tensor) -> Result<Self> {
+        let kind = tensor::kind_of(t, Self::ARG)?;
+        if !(tensor::is_integer(kind) || kind == Kind::Bool) {
+            return Err(Error::dtype(
+                Self::ARG,
+                "a bool or integer tensor (1 = token, 0 = pad)",
+                kind_name(kind),
+            ));
+        }
+        let host = if t.device() == Device::Cpu {
+            tensor::contiguous(t)
+        } else {
+            t.f_to_device(Device::Cpu)?.f_contiguous()?
+        };
+        Ok(HostMask { tensor: host })
+    }
+
+    /// The flags' memory, typed.
+    fn values(&self) -> Result<MaskValues<'_>> {
+        let (t, arg) = (&self.tensor, Self::ARG);
+        Ok(match tensor::kind_of(t, arg)? {
+            Kind::Bool => MaskValues::Bool(tensor::cpu_slice::<bool>(t, arg)?),
+            Kind::Int64 => MaskValues::I64(tensor::cpu_slice::<i64>(t, arg)?),
+            Kind::Int => MaskValues::I32(tensor::cpu_slice::<i32>(t, arg)?),
+            Kind::Int16 => MaskValues::I16(tensor::cpu_slice::<i16>(t, arg)?),
+            Kind::Int8 => MaskValues::I8(tensor::cpu_slice::<i8>(t, arg)?),
+            Kind::Uint8 => MaskValues::U8(tensor::cpu_slice::<u8>(t, arg)?),
+            other => {
+                return Err(Error::dtype(
+                    arg,
+                    "a bool or integer tensor",
+                    kind_name(other),
+                ))
+            }
+        })
+    }
+}
+
+/// An attention mask's host memory in its own dtype.
+#[derive(Clone, Copy)]
+enum MaskValues<'a> {
+    Bool(&'a [bool]),
+    I64(&'a [i64]),
+    I32(&'a [i32]),
+    I16(&'a [i16]),
+    I8(&'a [i8]),
+    U8(&'a [u8]),
+}
+
+impl MaskValues<'_> {
+    /// Writes the flags of elements `start..start + out.len()` into `out`.
+    fn fill_row(self, start: usize, out: &mut [bool]) {
+        fn nonzero<T: Copy + Default + PartialEq>(src: &[T], out: &mut [bool]) {
+            let zero = T::default();
+            for (o, &v) in out.iter_mut().zip(src) {
+                *o = v != zero;
+            }
+        }
+        let end = start + out.len();
+        match self {
+            MaskValues::Bool(v) => out.copy_from_slice(&v[start..end]),
+            MaskValues::I64(v) => nonzero(&v[start..end], out),
+            MaskValues::I32(v) => nonzero(&v[start..end], out),
+            MaskValues::I16(v) => nonzero(&v[start..end], out),
+            MaskValues::I8(v) => nonzero(&v[start..end], out),
+            MaskValues::U8(v) => nonzero(&v[start..end], out),
+        }
+    }
 }
 
 fn response_starts(rs: &ResponseStart, batch: usize, len: usize) -> Result<Vec<usize>> {

@@ -688,6 +688,20 @@ fn run_end(
             return from + k;
         }
         j = prompt_end;
+        let (ids, r) = (&ids[..len], &r[..len]);
+        while j + RUN_CHUNK <= len {
+            let (c, rc) = (&ids[j..j + RUN_CHUNK], &r[j..j + RUN_CHUNK]);
+            let maybe = c
+                .iter()
+                .zip(rc)
+                .fold(false, |acc, (&id, &x)| acc | !x | tags.in_range(id));
+            if maybe {
+                if let Some(k) = c.iter().zip(rc).position(|(&id, &x)| !x || breaks(id)) {
+                    return j + k;
+                }
+            }
+            j += RUN_CHUNK;
+        }
         let stop = ids[j..]
             .iter()
             .zip(&r[j..])
@@ -695,11 +709,25 @@ fn run_end(
         return stop.map_or(len, |k| j + k);
     }
     j = j.max(prompt_end);
-    ids[j..]
+    // Whole chunks with no id in the tags' range are skipped with a vectorised test.
+    let mut chunks = ids[j..].chunks_exact(RUN_CHUNK);
+    for c in &mut chunks {
+        if c.iter().fold(false, |acc, &id| acc | tags.in_range(id)) {
+            if let Some(k) = c.iter().position(|&id| breaks(id)) {
+                return j + k;
+            }
+        }
+        j += RUN_CHUNK;
+    }
+    chunks
+        .remainder()
         .iter()
         .position(|&id| breaks(id))
         .map_or(len, |k| j + k)
 }
+
+/// Tokens tested at once by `run_end`'s vectorised skip.
+const RUN_CHUNK: usize = 16;
 
 /// Ends the open path of `block` (if any) at `end` (exclusive).
 fn end_path(block: &mut Block, end: usize) {

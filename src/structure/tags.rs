@@ -88,6 +88,13 @@ impl ParallelTags {
         self.ids[TAGS.iter().position(|&t| t == tag).unwrap_or(0)]
     }
 
+    /// True when `id` lies in the range spanned by the tag ids (a tag or not): one unsigned
+    /// comparison, so loops over it vectorise.
+    #[inline(always)]
+    pub fn in_range(&self, id: i64) -> bool {
+        (id.wrapping_sub(self.lo) as u64) <= (self.hi.wrapping_sub(self.lo) as u64)
+    }
+
     /// Which tag `id` is, if any.
     #[inline]
     pub fn classify(&self, id: i64) -> Option<Tag> {
