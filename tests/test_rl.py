@@ -12,6 +12,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import r1kit
 from r1kit import rl
@@ -218,6 +220,29 @@ def test_advantages_do_not_track_gradients() -> None:
 
 
 # ------------------------------------------------------------------ bad input
+
+
+hashables = st.one_of(
+    st.integers(-3, 3),
+    st.sampled_from(["a", "b", "uid-1"]),
+    st.tuples(st.integers(0, 2), st.sampled_from(["x", "y"])),
+    st.booleans(),
+    st.none(),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ids=st.lists(hashables, min_size=0, max_size=40), fresh=st.booleans())
+def test_group_ids_follow_python_equality(ids: list[object], fresh: bool) -> None:
+    """uid strings and other hashables get dense ids in order of first appearance, with Python's
+    equality (1 == 1.0 == True), whether equal values are one object or distinct objects."""
+    if fresh:  # equal strings as distinct objects, as after a decode
+        ids = ["".join(list(x)) if isinstance(x, str) else x for x in ids]
+    first: dict[object, int] = {}
+    expected = [first.setdefault(x, len(first)) for x in ids]
+    got = rl._group_tensor(ids)
+    assert got.dtype == torch.int64 and got.tolist() == expected
+    assert rl._group_tensor(np.array(ids + [None], dtype=object)).tolist()[:-1] == expected
 
 
 def test_bad_inputs() -> None:

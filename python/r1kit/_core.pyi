@@ -1,6 +1,6 @@
 """Type stubs of r1kit's Rust extension. Users call the wrappers in ``r1kit``, not this module."""
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import final
 
 import torch
@@ -101,6 +101,7 @@ class NoiseSchedule:
     ) -> torch.Tensor:
         """One deterministic Bernoulli(p(step)) draw per key."""
 
+def dense_group_ids(ids: Sequence[Hashable]) -> torch.Tensor: ...
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
 def masked_var(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor: ...
 def masked_whiten(

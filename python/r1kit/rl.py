@@ -73,12 +73,10 @@ def _group_tensor(group_ids: object) -> torch.Tensor:
             f"got {type(group_ids).__name__}"
         )
     try:
-        # Dense ids in order of first appearance; every loop here runs in C.
-        dense = {g: i for i, g in enumerate(dict.fromkeys(group_ids))}
+        # Dense ids in order of first appearance (Python's hash and equality), in Rust.
+        return _core.dense_group_ids(group_ids)
     except TypeError as e:
         raise ArgumentTypeError(f"`group_ids`: expected hashable ids ({e})") from None
-    ids = np.fromiter(map(dense.__getitem__, group_ids), dtype=np.int64, count=len(group_ids))
-    return torch.from_numpy(ids)
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

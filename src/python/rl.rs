@@ -11,6 +11,52 @@ use crate::rl::{entropy, masked};
 
 type Pair<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>);
 
+/// Dense group ids (0, 1, ... in order of first appearance) of a sequence of hashables, with
+/// Python's own equality (hash, then `is` or `==`): verl's uid strings without a Python loop.
+/// Runs of the same object (a repeated uid) skip the hashing.
+#[pyfunction]
+pub fn dense_group_ids<'py>(
+    py: Python<'py>,
+    ids: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let mut firsts: Vec<Bound<'py, PyAny>> = Vec::new();
+    let mut by_hash: std::collections::HashMap<isize, Vec<usize>> =
+        std::collections::HashMap::new();
+    let mut out: Vec<i64> = Vec::with_capacity(ids.len().unwrap_or(0));
+    let mut last: Option<(*mut pyo3::ffi::PyObject, i64)> = None;
+    for item in ids.try_iter()? {
+        let item = item?;
+        let ptr = item.as_ptr();
+        if let Some((p, id)) = last {
+            if p == ptr {
+                out.push(id);
+                continue;
+            }
+        }
+        let candidates = by_hash.entry(item.hash()?).or_default();
+        let mut group = None;
+        for &g in candidates.iter() {
+            let first = &firsts[g];
+            if first.as_ptr() == ptr || first.eq(&item)? {
+                group = Some(g);
+                break;
+            }
+        }
+        let g = match group {
+            Some(g) => g,
+            None => {
+                candidates.push(firsts.len());
+                firsts.push(item);
+                firsts.len() - 1
+            }
+        };
+        out.push(g as i64);
+        last = Some((ptr, g as i64));
+    }
+    let t = tch::Tensor::f_from_slice(&out).map_err(crate::error::Error::from)?;
+    to_python(py, t)
+}
+
 /// Extracts the tensors of an outcome estimator and runs it without the GIL.
 fn run_outcome<'py>(
     py: Python<'py>,
@@ -478,6 +524,7 @@ pub fn entropy_from_logits<'py>(
 
 /// Registers the RL-math bindings.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(dense_group_ids, m)?)?;
     m.add_function(wrap_pyfunction!(masked_mean, m)?)?;
     m.add_function(wrap_pyfunction!(masked_var, m)?)?;
     m.add_function(wrap_pyfunction!(masked_whiten, m)?)?;
