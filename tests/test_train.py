@@ -321,15 +321,18 @@ def test_search_traces_mask_the_observations(tok: Any) -> None:
     table = fact_table(3, seed=0)
     env = _search_env(tok, NoiseSchedule(0.0, 0.0, 1, kind="constant"), fact_triples(table))
     out = search_traces(env, table[:2])
+    entity, relation, value = fact_triples(table)[0]
+    assert relation == "color"
     assert out.responses[0] == (
-        "<search>color of anan</search>\n\n<information>Doc 1: The color of anan is red.\n"
-        "Doc 2: red is the color of anan.</information>\n\n<answer>red</answer>"
+        f"<search>color of {entity}</search>\n\n<information>Doc 1: The color of {entity} is "
+        f"{value}.\nDoc 2: {value} is the color of {entity}.</information>\n\n"
+        f"<answer>{value}</answer>"
     )
     assert out.rewards.tolist() == [1.0, 1.0]
     # The loss mask from the recorded spans = the one from token ids (Rust) = the policy text.
     assert torch.equal(env.observation_mask(out.response_ids, out.response_mask), out.loss_mask)
     kept = out.response_ids[0][out.loss_mask[0] == 1].tolist()
-    assert tok.decode(kept) == "<search>color of anan</search><answer>red</answer>"
+    assert tok.decode(kept) == f"<search>color of {entity}</search><answer>{value}</answer>"
     rollout = _as_rollout(out)  # the trainer's view: observations are forced, out of the loss
     assert torch.equal(rollout.loss_mask, out.loss_mask.float())
     assert torch.equal(rollout.input_ids, out.input_ids)
@@ -365,7 +368,8 @@ def test_search_grpo_step_moves_policy_tokens_along_the_advantage(tok: Any) -> N
     before = seq_lp()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     cfg = GRPOConfig(steps=1, structured=False, progress=False)
-    grpo_update(model, opt, rollout, torch.tensor([1.0, 0.0]), torch.zeros(2), tags, cfg)
+    groups = torch.zeros(2, dtype=torch.long)
+    grpo_update(model, opt, rollout, torch.tensor([1.0, 0.0]), groups, tags, cfg)
     after = seq_lp()
     assert after[0] > before[0] and after[1] < before[1]
 
@@ -460,7 +464,8 @@ def test_quick_demo_writes_metrics_and_report(tmp_path: Path) -> None:
     assert len(rl) == QUICK["zerosearch"]["rl_steps"]
     for key in ("loss", "reward", "accuracy", "kl", "noise_probability", "searches_per_sample"):
         assert all(isinstance(r[key], float | int) for r in rl), key
-    assert [r["noise_probability"] for r in rl] == [0.25, 0.5]  # 0 -> 0.5 over 2 steps, base 4
+    # 0 -> 0.5 over 2 steps, base 4: p(1) = (4 ** 0.5 - 1) / 3 * 0.5
+    assert [r["noise_probability"] for r in rl] == [0.166667, 0.5]
     report = (run / "report.md").read_text()
     assert "| stage1_sft |" in report and "| stage2_rl |" in report
     assert "before RL (after the SFT warm start)" in report and "Searches per" in report

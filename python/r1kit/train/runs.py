@@ -19,8 +19,10 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -104,20 +106,35 @@ def open_run(
     return log, done, results
 
 
+@contextmanager
+def _no_transformers_bars() -> Iterator[None]:
+    """Hides transformers' own load / save bars (they would break the stage bars' lines)."""
+    logging: Any = importlib.import_module("transformers.utils.logging")
+    was = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            logging.enable_progress_bar()
+
+
 def load_stage_model(run: Path, stage: str) -> Any:
     """The model saved at the end of ``stage`` (local files only)."""
     import transformers
 
-    return transformers.AutoModelForCausalLM.from_pretrained(
-        run / "checkpoints" / stage, local_files_only=True
-    )
+    with _no_transformers_bars():
+        return transformers.AutoModelForCausalLM.from_pretrained(
+            run / "checkpoints" / stage, local_files_only=True
+        )
 
 
 def finish_stage(run: Path, stage: str, model: Any, tokenizer: Any, result: dict[str, Any]) -> None:
     """Saves the stage's checkpoint; ``eval.json`` goes last and marks the stage finished."""
     ckpt = run / "checkpoints" / stage
-    model.save_pretrained(ckpt)
-    tokenizer.save_pretrained(ckpt)
+    with _no_transformers_bars():
+        model.save_pretrained(ckpt)
+        tokenizer.save_pretrained(ckpt)
     (ckpt / "eval.json").write_text(json.dumps(result))
 
 

@@ -112,14 +112,14 @@ class ZeroSearchConfig(RecipeConfig):
     n_entities: int = 140
     n_eval_entities: int = 40
     n_eval: int = 100
-    topk: int = 2
+    topk: int = 1
     max_turns: int = 2
-    max_obs_tokens: int = 160
+    max_obs_tokens: int = 48
     turn_tokens: int = 24
     sft_steps: int = 150
     sft_batch_size: int = 32
     sft_lr: float = 2e-3
-    rl_steps: int = 60
+    rl_steps: int = 80
     estimator: str = "grpo"
     prompts_per_step: int = 8
     group_size: int = 8
