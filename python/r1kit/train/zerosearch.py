@@ -49,7 +49,14 @@ import torch
 from r1kit.curriculum import NoiseSchedule, hash_key
 from r1kit.errors import ArgumentError
 from r1kit.rewards import normalize_answer, qa_scores
-from r1kit.search import INFO_CLOSE, CorpusSimulator, SearchEnv, SearchRollout, SimRequest
+from r1kit.search import (
+    INFO_CLOSE,
+    CorpusSimulator,
+    SearchEnv,
+    SearchRollout,
+    SimRequest,
+    format_documents,
+)
 from r1kit.structure import ParallelTags
 from r1kit.train.core import MetricsLog, Rollout, SFTBatch, progress_bar
 from r1kit.train.data import Example, fact_table
@@ -253,8 +260,6 @@ class QASimulator:
         return out
 
     def __call__(self, requests: list[SimRequest]) -> list[str]:
-        from r1kit.search import format_documents
-
         return [format_documents(self.documents(r)) for r in requests]
 
 
@@ -394,6 +399,13 @@ class SearchPolicy:
         max_new_tokens: Most new tokens per turn.
         temperature: Sampling temperature (0: greedy).
         generator: Random generator of the draws.
+
+    Example:
+        >>> from r1kit.train.model import build_tokenizer, tiny_model
+        >>> tok = build_tokenizer()
+        >>> policy = SearchPolicy(tiny_model(len(tok), 32, 1, 2), tok, 4, temperature=0.0)
+        >>> len(policy(["What is the pet of kalo?\\n"], ["</search>", "</answer>"]))
+        1
     """
 
     def __init__(
@@ -404,12 +416,11 @@ class SearchPolicy:
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> None:
-        self.model, self.tokenizer = model, tokenizer
-        self.max_new_tokens, self.temperature, self.generator = (
-            max_new_tokens,
-            temperature,
-            generator,
-        )
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.generator = generator
         self.stop_ids = [
             int(tokenizer.convert_tokens_to_ids(t)) for t in ("</search>", "</answer>")
         ]
@@ -453,6 +464,22 @@ def search_traces(
 
     Returns:
         The :class:`r1kit.search.SearchRollout` of the scripted policy.
+
+    Example:
+        >>> from r1kit import NoiseSchedule
+        >>> from r1kit.train.model import build_tokenizer
+        >>> table = fact_table(2, seed=0)
+        >>> clean = NoiseSchedule(0.0, 0.0, 1, kind="constant")
+        >>> env = SearchEnv(CorpusSimulator(fact_triples(table), k=1), clean, build_tokenizer())
+        >>> out = search_traces(env, table[:1])
+        >>> print(out.responses[0])
+        <search>color of anan</search>
+        <BLANKLINE>
+        <information>Doc 1: The color of anan is violet.</information>
+        <BLANKLINE>
+        <answer>violet</answer>
+        >>> int(out.loss_mask.sum())  # the policy's tokens: search and answer, 15 + 8
+        23
     """
     questions = [e.prompt.strip() for e in examples]
     qs = list(queries) if queries is not None else [_query(q) for q in questions]
