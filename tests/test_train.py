@@ -94,6 +94,9 @@ def test_fact_table_answers_are_tagged() -> None:
     assert len(data) == 20
     golds = [e.answer for e in data]
     assert rewards.qa_scores([e.response for e in data], golds).tolist() == [1.0] * 20
+    assert len({e.prompt for e in fact_table(144, seed=0)}) == 576  # every name once
+    with pytest.raises(ArgumentError, match=r"`n_entities`: expected at most 144"):
+        fact_table(145)
 
 
 def test_load_jsonl_names_line_and_field(tmp_path: Path) -> None:

@@ -180,7 +180,7 @@ def fact_table(n_entities: int, seed: int = 0) -> list[Example]:
         ``4 * n_entities`` examples.
 
     Raises:
-        ArgumentError: If ``n_entities`` is negative.
+        ArgumentError: If ``n_entities`` is negative or above 144 (the distinct names).
 
     Example:
         >>> ex = fact_table(1, seed=0)[0]
@@ -188,6 +188,12 @@ def fact_table(n_entities: int, seed: int = 0) -> list[Example]:
         ('What is the color of anan?\\n', '<answer>red</answer>', 'red')
     """
     _check_count(n_entities)
+    possible = len({a + b for a in _SYLLABLES for b in _SYLLABLES})
+    if n_entities > possible:
+        raise ArgumentError(
+            f"`n_entities`: expected at most {possible} (the distinct generated names), "
+            f"got {n_entities}"
+        )
     rng = random.Random(seed)
     names: list[str] = []
     while len(names) < n_entities:
