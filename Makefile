@@ -71,7 +71,7 @@ lint: setup ## ruff, mypy --strict on python/, stubtest of the extension's stubs
 	$(BIN)/mypy
 	$(BIN)/python -m mypy.stubtest r1kit._core --allowlist .stubtest-allowlist
 
-demo: setup ## Train the Parallel-R1 recipe on synthetic data on CPU; writes runs/parallel-r1/
+demo: setup ## Train both recipes (Parallel-R1, ZeroSearch) on CPU; writes runs/parallel-r1/, runs/zerosearch/
 	$(BIN)/python -m r1kit.train.cli demo all
 
 bench: setup ## Criterion benches (Rust) and Python comparisons against today's baselines

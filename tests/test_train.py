@@ -94,6 +94,9 @@ def test_fact_table_answers_are_tagged() -> None:
     assert len(data) == 20
     golds = [e.answer for e in data]
     assert rewards.qa_scores([e.response for e in data], golds).tolist() == [1.0] * 20
+    assert len({e.prompt for e in fact_table(144, seed=0)}) == 576  # every name once
+    with pytest.raises(ArgumentError, match=r"`n_entities`: expected at most 144"):
+        fact_table(145)
 
 
 def test_load_jsonl_names_line_and_field(tmp_path: Path) -> None:
@@ -290,16 +293,132 @@ def test_grpo_kl_needs_a_reference(tok: Any, tags: ParallelTags) -> None:
         GRPOConfig(estimator="ppo")
 
 
+# -- ZeroSearch: search rollouts, observation mask, noise curriculum ---------------------------
+
+
+def _search_env(tok: Any, schedule: Any, facts: list[Any], k: int = 2) -> Any:
+    from r1kit.search import CorpusSimulator, SearchEnv
+
+    return SearchEnv(CorpusSimulator(facts, k=k), schedule, tok, max_turns=2, max_obs_tokens=160)
+
+
+def test_cached_sampling_sees_the_training_distribution(tok: Any) -> None:
+    from r1kit.train.zerosearch import _no_parallel_tags, _sample_ids
+
+    model = small_model(tok, seed=3)
+    contexts = ["What is the pet of kalo?\n", "Hi\n", "<search>x</search>"]  # left-padded
+    gen = torch.Generator().manual_seed(0)
+    ids, mask, new, lp = _sample_ids(model, tok, contexts, 12, [], 1.0, gen)
+    full = torch.cat([ids, new], dim=1)
+    full_mask = torch.cat([mask, torch.ones_like(new)], dim=1)
+    p = ids.shape[1]
+    want = sequence_log_probs(model, full, full_mask, p, _no_parallel_tags(tok), structured=False)
+    torch.testing.assert_close(lp, want[:, p:].detach(), atol=1e-5, rtol=0)
+    assert len({tuple(r) for r in new.tolist()}) == 3  # the rows really differ
+
+
+def test_search_traces_mask_the_observations(tok: Any) -> None:
+    from r1kit import NoiseSchedule
+    from r1kit.train.zerosearch import _as_rollout, fact_triples, search_traces
+
+    table = fact_table(3, seed=0)
+    env = _search_env(tok, NoiseSchedule(0.0, 0.0, 1, kind="constant"), fact_triples(table))
+    out = search_traces(env, table[:2])
+    entity, relation, value = fact_triples(table)[0]
+    assert relation == "color"
+    assert out.responses[0] == (
+        f"<search>color of {entity}</search>\n\n<information>Doc 1: The color of {entity} is "
+        f"{value}.\nDoc 2: {value} is the color of {entity}.</information>\n\n"
+        f"<answer>{value}</answer>"
+    )
+    assert out.rewards.tolist() == [1.0, 1.0]
+    # The loss mask from the recorded spans = the one from token ids (Rust) = the policy text.
+    assert torch.equal(env.observation_mask(out.response_ids, out.response_mask), out.loss_mask)
+    kept = out.response_ids[0][out.loss_mask[0] == 1].tolist()
+    assert tok.decode(kept) == f"<search>color of {entity}</search><answer>{value}</answer>"
+    rollout = _as_rollout(out)  # the trainer's view: observations are forced, out of the loss
+    assert torch.equal(rollout.loss_mask, out.loss_mask.float())
+    assert torch.equal(rollout.input_ids, out.input_ids)
+    assert rollout.prompt_len == out.prompt_ids.shape[1]
+
+
+def test_search_grpo_step_moves_policy_tokens_along_the_advantage(tok: Any) -> None:
+    from r1kit import NoiseSchedule
+    from r1kit.train.zerosearch import (
+        _as_rollout,
+        _no_parallel_tags,
+        _search_stats,
+        fact_triples,
+        search_traces,
+    )
+
+    table = fact_table(2, seed=0)
+    env = _search_env(tok, NoiseSchedule(0.0, 0.0, 1, kind="constant"), fact_triples(table))
+    out = search_traces(env, table[:2])
+    stats = _search_stats(out, [e.answer for e in table[:2]])
+    assert (stats["f1"], stats["searches_per_sample"], stats["answer_ratio"]) == (1.0, 1.0, 1.0)
+    rollout = _as_rollout(out)
+    model, tags = small_model(tok, seed=1), _no_parallel_tags(tok)
+    p = rollout.prompt_len
+
+    def seq_lp() -> torch.Tensor:
+        with torch.no_grad():
+            lp = sequence_log_probs(
+                model, rollout.input_ids, rollout.attention_mask, p, tags, structured=False
+            )
+        return (lp[:, p:] * rollout.loss_mask).sum(1)
+
+    before = seq_lp()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    cfg = GRPOConfig(steps=1, structured=False, progress=False)
+    groups = torch.zeros(2, dtype=torch.long)
+    grpo_update(model, opt, rollout, torch.tensor([1.0, 0.0]), groups, tags, cfg)
+    after = seq_lp()
+    assert after[0] > before[0] and after[1] < before[1]
+
+
+def test_reinforce_plus_plus_is_an_estimator() -> None:
+    from r1kit.train import ESTIMATORS, ZeroSearchConfig
+
+    assert ZeroSearchConfig(estimator="reinforce_plus_plus").estimator == "reinforce_plus_plus"
+    r = torch.tensor([[0.0, 1.0], [0.0, 0.0]])
+    adv = ESTIMATORS["reinforce_plus_plus"](r, torch.ones(2, 2), torch.zeros(2))
+    assert adv[0, 0] > 0 > adv[1, 0]  # whitened returns: the rewarded row up, the other down
+
+
 # -- recipes and CLI --------------------------------------------------------------------------
 
 
-def test_unknown_recipe_and_config_key() -> None:
-    with pytest.raises(ArgumentError, match=r"unknown recipe 'parallel-r2' \(known: parallel_r1"):
+def test_unknown_recipe_and_config_key(tmp_path: Path) -> None:
+    from r1kit.train import ZeroSearchConfig, run_zerosearch
+
+    with pytest.raises(
+        ArgumentError, match=r"unknown recipe 'parallel-r2' \(known: parallel_r1, zerosearch\)"
+    ):
         get_recipe("parallel-r2")
-    with pytest.raises(ArgumentError, match="'zerosearch' is not available yet"):
-        get_recipe("zerosearch")
+    assert get_recipe("zerosearch") is run_zerosearch
+    assert get_recipe("Zero-Search") is run_zerosearch
     with pytest.raises(ArgumentError, match=r"unknown key 'sft_step'"):
         ParallelR1Config.from_dict({"sft_step": 3})
+    with pytest.raises(ArgumentError, match=r"unknown key 'stage3_steps'"):
+        ZeroSearchConfig.from_dict({"stage3_steps": 3})  # a Parallel-R1 key
+    with pytest.raises(ArgumentError, match=r"key 'rl_steps': expected int, got float"):
+        ZeroSearchConfig.from_dict({"rl_steps": 2.5})
+    with pytest.raises(ArgumentError, match=r"`estimator`: expected one of"):
+        ZeroSearchConfig.from_dict({"estimator": "ppo"})
+    with pytest.raises(ArgumentError, match=r"noise settings .*`end`: expected a probability"):
+        ZeroSearchConfig.from_dict({"noise_end": 1.5})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[zerosearch]\nrl_step = 3\n")
+    with pytest.raises(ArgumentError, match=r"unknown key 'rl_step'"):
+        main(["demo", "zerosearch", "--config", str(bad), "--out", str(tmp_path)])
+    bad.write_text("[zero]\nrl_steps = 3\n")
+    with pytest.raises(ArgumentError, match=r"table \[zero\] names no recipe"):
+        main(["demo", "all", "--config", str(bad), "--out", str(tmp_path)])
+    bad.write_text("name = 'x'\n")
+    with pytest.raises(ArgumentError, match=r"top-level 'name' would send every recipe"):
+        main(["demo", "all", "--config", str(bad), "--out", str(tmp_path)])
+    assert not list(tmp_path.glob("*/metrics.jsonl"))  # every error came before any run
     with pytest.raises(ArgumentError, match=r"key 'sft_steps': expected int, got str"):
         ParallelR1Config.from_dict({"sft_steps": "3"})
     with pytest.raises(ArgumentError, match="unknown recipe 'nope'"):
@@ -317,16 +436,19 @@ def test_cli_config_file_errors(tmp_path: Path) -> None:
 
 def test_quick_demo_writes_metrics_and_report(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
-    config.write_text("name = 'quick'\nsft_steps = 10\n")
+    config.write_text(
+        "seed = 0\n[parallel_r1]\nname = 'quick'\nsft_steps = 10\n[zerosearch]\nname = 'zs'\n"
+    )
     argv = ["demo", "all", "--quick", "--no-progress", "--out", str(tmp_path), "--config"]
     assert main([*argv, str(config)]) == 0
+    quick = QUICK["parallel_r1"]
     run = tmp_path / "quick"
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "eval" not in r]
     stages = [r["stage"] for r in steps]
     assert stages.count("stage1_sft") == 10
-    assert stages.count("stage2_grpo_easy") == QUICK["stage2_steps"]
-    assert stages.count("stage3_grpo_hard") == QUICK["stage3_steps"]
+    assert stages.count("stage2_grpo_easy") == quick["stage2_steps"]
+    assert stages.count("stage3_grpo_hard") == quick["stage3_steps"]
     grpo = [r for r in steps if r["stage"] != "stage1_sft"]
     for key in ("loss", "reward", "accuracy", "parallel_ratio", "kl", "tokens_per_s"):
         assert all(isinstance(r[key], float | int) for r in grpo), key
@@ -335,8 +457,23 @@ def test_quick_demo_writes_metrics_and_report(tmp_path: Path) -> None:
     report = (run / "report.md").read_text()
     assert "| stage1_sft |" in report and "| stage3_grpo_hard |" in report
     results = json.loads((run / "results.json").read_text())
-    assert results["stages"][0]["hard"]["n"] == QUICK["n_eval"]
+    assert results["stages"][0]["hard"]["n"] == quick["n_eval"]
     assert (run / "checkpoints" / "stage3_grpo_hard" / "config.json").is_file()
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    # ZeroSearch: its own folder, the same files, the search metrics on every RL line.
+    run = tmp_path / "zs"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rl = [r for r in rows if r["stage"] == "stage2_rl" and "eval" not in r]
+    assert len(rl) == QUICK["zerosearch"]["rl_steps"]
+    for key in ("loss", "reward", "accuracy", "kl", "noise_probability", "searches_per_sample"):
+        assert all(isinstance(r[key], float | int) for r in rl), key
+    # 0 -> 0.5 over 2 steps, base 4: p(1) = (4 ** 0.5 - 1) / 3 * 0.5
+    assert [r["noise_probability"] for r in rl] == [0.166667, 0.5]
+    report = (run / "report.md").read_text()
+    assert "| stage1_sft |" in report and "| stage2_rl |" in report
+    assert "before RL (after the SFT warm start)" in report and "Searches per" in report
+    for stage in ("stage1_sft", "stage2_rl"):
+        assert (run / "checkpoints" / stage / "eval.json").is_file()
     assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -344,14 +481,15 @@ def test_seeded_runs_repeat(tmp_path: Path) -> None:
     from r1kit.train import run_parallel_r1
 
     def steps(name: str) -> list[dict[str, Any]]:
-        cfg = ParallelR1Config.from_dict({**QUICK, "name": name, "progress": False})
+        cfg = ParallelR1Config.from_dict({**QUICK["parallel_r1"], "name": name, "progress": False})
         run_parallel_r1(cfg, tmp_path)
         text = (tmp_path / name / "metrics.jsonl").read_text()
         rows = [json.loads(x) for x in text.splitlines()]
         return [{k: v for k, v in r.items() if k not in ("time_s", "tokens_per_s")} for r in rows]
 
     a, b = steps("a"), steps("b")
-    assert len(a) == QUICK["sft_steps"] + QUICK["stage2_steps"] + QUICK["stage3_steps"] + 3
+    quick = QUICK["parallel_r1"]
+    assert len(a) == quick["sft_steps"] + quick["stage2_steps"] + quick["stage3_steps"] + 3
     assert a == b
 
 
@@ -415,9 +553,66 @@ def test_console_script_reports_errors_in_one_line(
 ) -> None:
     from r1kit.train.cli import run
 
-    monkeypatch.setattr("sys.argv", ["r1kit", "demo", "zerosearch"])
+    monkeypatch.setattr("sys.argv", ["r1kit", "demo", "zero-search-r2"])
     with pytest.raises(SystemExit) as exit_info:
         run()
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("r1kit: error: ArgumentError: `recipe`: 'zerosearch' is not available")
+    assert err.startswith("r1kit: error: ArgumentError: `recipe`: unknown recipe 'zero-search-r2'")
+
+
+def test_zerosearch_resume_gives_the_uninterrupted_run(tmp_path: Path) -> None:
+    argv = ["demo", "zerosearch", "--quick", "--no-progress", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    run = tmp_path / "zerosearch"
+
+    def rows() -> list[dict[str, Any]]:
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        drop = ("time_s", "tokens_per_s")
+        return [{k: v for k, v in json.loads(x).items() if k not in drop} for x in lines]
+
+    full = rows()
+    (run / "checkpoints" / "stage2_rl" / "eval.json").unlink()  # interrupted during RL
+    stage1 = run / "checkpoints" / "stage1_sft" / "eval.json"
+    written = stage1.stat().st_mtime_ns
+    assert main([*argv, "--resume"]) == 0
+    assert stage1.stat().st_mtime_ns == written
+    assert rows() == full
+
+
+def test_train_zerosearch_on_a_parquet_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from r1kit.train import Example, load_data
+
+    tok = build_tokenizer()
+    model_dir = tmp_path / "model"
+    small_model(tok).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    rows = fact_table(10, seed=2)
+    data = tmp_path / "qa.parquet"
+    pq.write_table(
+        pa.table({"prompt": [e.prompt for e in rows], "answer": [e.answer for e in rows]}), data
+    )
+    assert load_data(data) == [Example(e.prompt, "", e.answer) for e in rows]
+    base = ["train", "--recipe", "zerosearch", "--out", str(tmp_path), "--no-progress"]
+    with pytest.raises(ArgumentError, match=r"`--model`: no such directory"):
+        main([*base, "--data", str(data), "--model", str(tmp_path / "nope")])
+    assert main([*base, "--data", str(data), "--model", str(model_dir), "--quick"]) == 0
+    report = (tmp_path / "qa" / "report.md").read_text()
+    assert report.startswith("# ZeroSearch run") and "8 held-out rows of the data file" in report
+    # Bad input: a missing cell names the row and the field; other formats; no pyarrow.
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"prompt": ["a?", "b?", "c?"], "answer": ["1", "2", None]}), bad)
+    with pytest.raises(ArgumentError, match=r"bad.parquet row 3: missing field 'answer'"):
+        main([*base, "--data", str(bad), "--model", str(model_dir)])
+    pq.write_table(pa.table({"prompt": ["a?"]}), bad)
+    with pytest.raises(ArgumentError, match=r"bad.parquet row 1: missing field 'answer'"):
+        load_data(bad)
+    with pytest.raises(ArgumentError, match=r"expected a .jsonl or .parquet file"):
+        main([*base, "--data", str(tmp_path / "qa.csv"), "--model", str(model_dir)])
+    monkeypatch.setitem(__import__("sys").modules, "pyarrow.parquet", None)
+    with pytest.raises(ArgumentError, match=r"needs pyarrow"):
+        load_data(data)

@@ -1,18 +1,21 @@
 """The ``r1kit`` console script: ``r1kit demo`` and ``r1kit train``.
 
 ``r1kit demo [parallel-r1|zerosearch|all]`` and ``r1kit train --recipe NAME --model DIR --data
-FILE.jsonl`` (a local Hugging Face model folder and JSON-lines data; the same code path).
+FILE.jsonl|FILE.parquet`` (a local Hugging Face model folder and a data file; the same code
+path).
 
 ``r1kit demo parallel-r1`` runs the Parallel-R1 recipe on the embedded synthetic data with a tiny
-random Qwen2 (no download) and writes ``runs/parallel-r1/{metrics.jsonl,report.md,results.json}``.
-``--config FILE.toml`` overrides settings (unknown keys are errors); ``--quick`` shrinks every
-stage to a smoke run.
+random Qwen2 (no download) and writes ``runs/parallel-r1/{metrics.jsonl,report.md,results.json,
+curves.png}`` and a checkpoint per stage; ``r1kit demo zerosearch`` does the same for the
+ZeroSearch recipe in ``runs/zerosearch/``. ``--config FILE.toml`` overrides settings: top-level
+keys apply to every recipe that runs, a ``[parallel_r1]`` or ``[zerosearch]`` table to that recipe
+only, and unknown keys are errors. ``--quick`` shrinks every stage to a smoke run.
 
 Example:
     >>> main(["demo", "nothing"])
     Traceback (most recent call last):
     ...
-    r1kit.errors.ArgumentError: `recipe`: unknown recipe 'nothing' (known: parallel_r1)
+    r1kit.errors.ArgumentError: `recipe`: unknown recipe 'nothing' (known: parallel_r1, zerosearch)
 """
 
 from __future__ import annotations
@@ -27,21 +30,32 @@ import tomllib
 
 from r1kit.errors import ArgumentError, R1KitError
 
-__all__ = ["QUICK", "load_config", "load_model", "main"]
+__all__ = ["QUICK", "load_config", "load_model", "main", "recipe_overrides"]
 
-QUICK: dict[str, Any] = {
-    "sft_steps": 20,
-    "stage2_steps": 2,
-    "stage3_steps": 2,
-    "n_eval": 8,
-    "n_eval_easy": 8,
-    "n_easy_train": 200,
-    "n_hard_train": 200,
-    "max_new_tokens": 32,
-    "group_size": 4,
-    "prompts_per_step": 2,
+QUICK: dict[str, dict[str, Any]] = {
+    "parallel_r1": {
+        "sft_steps": 20,
+        "stage2_steps": 2,
+        "stage3_steps": 2,
+        "n_eval": 8,
+        "n_eval_easy": 8,
+        "n_easy_train": 200,
+        "n_hard_train": 200,
+        "max_new_tokens": 32,
+        "group_size": 4,
+        "prompts_per_step": 2,
+    },
+    "zerosearch": {
+        "sft_steps": 10,
+        "rl_steps": 2,
+        "n_entities": 12,
+        "n_eval_entities": 2,
+        "n_eval": 8,
+        "group_size": 4,
+        "prompts_per_step": 2,
+    },
 }
-"""Overrides of ``--quick``: every stage runs, in seconds."""
+"""Overrides of ``--quick`` per recipe: every stage runs, in seconds."""
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -64,20 +78,18 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run a recipe on synthetic data with a tiny model")
     demo.add_argument("recipe", nargs="?", default="all", help="parallel-r1, zerosearch or all")
-    demo.add_argument("--out", default="runs", help="parent folder of the run (default runs/)")
-    demo.add_argument("--config", help="TOML file of config overrides")
-    demo.add_argument("--quick", action="store_true", help="a smoke run of every stage")
-    demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    demo.add_argument("--resume", action="store_true", help="skip stages already checkpointed")
     train = sub.add_parser("train", help="run a recipe on a local model and a data file")
-    train.add_argument("--recipe", required=True, help="parallel-r1")
+    train.add_argument("--recipe", required=True, help="parallel-r1 or zerosearch")
     train.add_argument("--model", required=True, help="a local Hugging Face model folder")
-    train.add_argument("--data", required=True, help="JSON lines: prompt, answer[, response]")
-    train.add_argument("--out", default="runs", help="parent folder of the run (default runs/)")
-    train.add_argument("--config", help="TOML file of config overrides")
-    train.add_argument("--quick", action="store_true", help="a smoke run of every stage")
-    train.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    train.add_argument("--resume", action="store_true", help="skip stages already checkpointed")
+    train.add_argument(
+        "--data", required=True, help=".jsonl or .parquet: prompt, answer[, response]"
+    )
+    for cmd in (demo, train):
+        cmd.add_argument("--out", default="runs", help="parent folder of the run (default runs/)")
+        cmd.add_argument("--config", help="TOML file of config overrides")
+        cmd.add_argument("--quick", action="store_true", help="a smoke run of every stage")
+        cmd.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+        cmd.add_argument("--resume", action="store_true", help="skip stages already checkpointed")
     return parser
 
 
@@ -100,17 +112,61 @@ def load_model(path: str | Path) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def _train(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
-    from r1kit.train.data import load_jsonl
-    from r1kit.train.recipes import ParallelR1Config, get_recipe
+def recipe_overrides(
+    table: dict[str, Any], recipes: Sequence[str], quick: bool = False
+) -> dict[str, dict[str, Any]]:
+    """The config overrides of each recipe from a TOML table (``--quick`` defaults first).
 
-    recipe = get_recipe(args.recipe)
-    if Path(args.data).suffix != ".jsonl":
-        raise ArgumentError(f"`--data`: expected a .jsonl file, got {args.data!r}")
-    config = ParallelR1Config.from_dict({"name": Path(args.data).stem, **overrides})
-    data = load_jsonl(args.data)
+    Top-level keys apply to every recipe in ``recipes``; a table named after a recipe applies to
+    that recipe only (and overrides the top level).
+
+    Raises:
+        ArgumentError: If a table names no known recipe, a top-level ``name`` would send several
+            recipes to one run folder, or a key is unknown to a recipe it applies to (from the
+            recipe's config).
+
+    Example:
+        >>> recipe_overrides({"seed": 1, "zerosearch": {"rl_steps": 5}}, ["zerosearch"])
+        {'zerosearch': {'seed': 1, 'rl_steps': 5}}
+    """
+    from r1kit.train.recipes import CONFIGS, recipe_name
+
+    tables = {}
+    common = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            try:
+                tables[recipe_name(key)] = value
+            except ArgumentError:
+                known = ", ".join(sorted(CONFIGS))
+                raise ArgumentError(
+                    f"`config`: table [{key}] names no recipe (known: {known})"
+                ) from None
+        else:
+            common[key] = value
+    if "name" in common and len(recipes) > 1:
+        raise ArgumentError(
+            "`config`: a top-level 'name' would send every recipe to one run folder; set it "
+            "in a [parallel_r1] or [zerosearch] table"
+        )
+    out = {}
+    for name in recipes:
+        values = {**(QUICK[name] if quick else {}), **common, **tables.get(name, {})}
+        CONFIGS[name].from_dict(values)  # unknown keys and wrong types fail before any run
+        out[name] = values
+    return out
+
+
+def _train(args: argparse.Namespace, table: dict[str, Any]) -> int:
+    from r1kit.train.data import load_data
+    from r1kit.train.recipes import CONFIGS, RECIPES, recipe_name
+
+    name = recipe_name(args.recipe)
+    values = {"name": Path(args.data).stem, **recipe_overrides(table, [name], args.quick)[name]}
+    config = CONFIGS[name].from_dict(values)
+    data = load_data(args.data)
     model, tokenizer = load_model(args.model)
-    result = recipe(config, args.out, model=model, tokenizer=tokenizer, data=data)
+    result = RECIPES[name](config, args.out, model=model, tokenizer=tokenizer, data=data)
     print((Path(result["path"]) / "report.md").read_text())
     return 0
 
@@ -123,30 +179,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             model folder that does not exist or a data file with a missing field.
     """
     args = _parser().parse_args(argv)
-    from r1kit.train.recipes import ParallelR1Config, get_recipe
+    from r1kit.train.recipes import CONFIGS, RECIPES, recipe_name
 
-    overrides: dict[str, Any] = dict(QUICK) if args.quick else {}
-    if args.config:
-        overrides.update(load_config(args.config))
+    table: dict[str, Any] = load_config(args.config) if args.config else {}
     if args.no_progress:
-        overrides["progress"] = False
+        table["progress"] = False
     if args.resume:
-        overrides["resume"] = True
+        table["resume"] = True
     if args.command == "train":
-        return _train(args, overrides)
-    names = ["parallel_r1", "zerosearch"] if args.recipe == "all" else [args.recipe]
-    recipes = []
+        return _train(args, table)
+    names = list(RECIPES) if args.recipe == "all" else [recipe_name(args.recipe)]
+    overrides = recipe_overrides(table, names, args.quick)
     for name in names:
-        try:
-            recipes.append(get_recipe(name))
-        except ArgumentError:
-            if args.recipe == "all" and name == "zerosearch":
-                print("r1kit demo: skipping zerosearch (not available yet)", file=sys.stderr)
-                continue
-            raise
-    for recipe in recipes:
-        config = ParallelR1Config.from_dict(overrides)
-        result = recipe(config, args.out)
+        config = CONFIGS[name].from_dict(overrides[name])
+        result = RECIPES[name](config, args.out)
         print((Path(result["path"]) / "report.md").read_text())
     return 0
 

@@ -174,7 +174,8 @@ class Rollout:
     texts: list[str]
     """The decoded responses (tags kept, ``<eos>`` and pads dropped)."""
     forced: torch.Tensor
-    """bool ``[N, T]``: tokens the sampler wrote instead of the model (path-count rule)."""
+    """bool ``[N, T]``: tokens the sampler or the environment wrote instead of the model (the
+    path-count rule; search observations), left out of :attr:`loss_mask`."""
 
     @property
     def response_mask(self) -> torch.Tensor:

@@ -22,11 +22,13 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import json
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from r1kit.errors import ArgumentError, ArgumentTypeError
 
@@ -35,7 +37,9 @@ __all__ = [
     "easy_arithmetic",
     "fact_table",
     "hard_arithmetic",
+    "load_data",
     "load_jsonl",
+    "load_parquet",
     "save_jsonl",
 ]
 
@@ -176,7 +180,7 @@ def fact_table(n_entities: int, seed: int = 0) -> list[Example]:
         ``4 * n_entities`` examples.
 
     Raises:
-        ArgumentError: If ``n_entities`` is negative.
+        ArgumentError: If ``n_entities`` is negative or above 144 (the distinct names).
 
     Example:
         >>> ex = fact_table(1, seed=0)[0]
@@ -184,6 +188,12 @@ def fact_table(n_entities: int, seed: int = 0) -> list[Example]:
         ('What is the color of anan?\\n', '<answer>red</answer>', 'red')
     """
     _check_count(n_entities)
+    possible = len({a + b for a in _SYLLABLES for b in _SYLLABLES})
+    if n_entities > possible:
+        raise ArgumentError(
+            f"`n_entities`: expected at most {possible} (the distinct generated names), "
+            f"got {n_entities}"
+        )
     rng = random.Random(seed)
     names: list[str] = []
     while len(names) < n_entities:
@@ -248,22 +258,89 @@ def load_jsonl(path: str | Path, required: Sequence[str] = ("prompt", "answer"))
                 raise ArgumentError(f"{where}: not valid JSON ({e.msg})") from None
             if not isinstance(row, dict):
                 raise ArgumentError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            for field in required:
-                if field not in row:
-                    raise ArgumentError(f"{where}: missing field {field!r}")
-            fields = {}
-            for field in ("prompt", "response", "answer"):
-                value = row.get(field, "")
-                if (
-                    field == "answer"
-                    and isinstance(value, int | float)
-                    and not isinstance(value, bool)
-                ):
-                    value = str(value)
-                if not isinstance(value, str):
-                    raise ArgumentError(
-                        f"{where}: field {field!r} expected a string, got {type(value).__name__}"
-                    )
-                fields[field] = value
-            out.append(Example(fields["prompt"], fields["response"], fields["answer"]))
+            out.append(_example(row, where, required))
     return out
+
+
+def _example(row: dict[str, Any], where: str, required: Sequence[str]) -> Example:
+    """One data row as an :class:`Example`; errors name ``where`` (file and line or row)."""
+    for field in required:
+        if field not in row or row[field] is None:
+            raise ArgumentError(f"{where}: missing field {field!r}")
+    fields = {}
+    for field in ("prompt", "response", "answer"):
+        value = row.get(field)
+        if value is None:
+            value = ""
+        if field == "answer" and isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            raise ArgumentError(
+                f"{where}: field {field!r} expected a string, got {type(value).__name__}"
+            )
+        fields[field] = value
+    return Example(fields["prompt"], fields["response"], fields["answer"])
+
+
+def load_parquet(path: str | Path, required: Sequence[str] = ("prompt", "answer")) -> list[Example]:
+    """Reads examples from a Parquet file (columns ``prompt``, ``answer``, ``response``).
+
+    Needs ``pyarrow`` (in the ``train`` extra). Null cells count as missing.
+
+    Args:
+        path: The file.
+        required: Columns every row must have (non-null).
+
+    Returns:
+        The examples, in file order.
+
+    Raises:
+        ArgumentError: If pyarrow is not installed, the file does not exist or is not Parquet,
+            or a row lacks a required field or has one of the wrong type (the message names the
+            row, counted from 1, and the field).
+
+    Example:
+        >>> import tempfile, os
+        >>> import pyarrow as pa, pyarrow.parquet as pq
+        >>> p = os.path.join(tempfile.mkdtemp(), "d.parquet")
+        >>> pq.write_table(pa.table({"prompt": ["1+1=?", "2+2=?"], "answer": ["2", None]}), p)
+        >>> load_parquet(p)
+        Traceback (most recent call last):
+        ...
+        r1kit.errors.ArgumentError: `data` ...d.parquet row 2: missing field 'answer'
+    """
+    try:
+        pq: Any = importlib.import_module("pyarrow.parquet")
+    except ImportError:
+        raise ArgumentError(
+            "`data`: reading .parquet files needs pyarrow; install it with "
+            "`pip install pyarrow` (or the `r1kit[train]` extra)"
+        ) from None
+    p = Path(path)
+    if not p.is_file():
+        raise ArgumentError(f"`data`: no such file {str(p)!r}")
+    try:
+        rows = pq.read_table(p).to_pylist()
+    except Exception as e:  # pyarrow raises its own ArrowInvalid / OSError kinds
+        raise ArgumentError(f"`data` {p}: not a readable Parquet file ({e})") from None
+    return [_example(row, f"`data` {p} row {i}", required) for i, row in enumerate(rows, start=1)]
+
+
+def load_data(path: str | Path, required: Sequence[str] = ("prompt", "answer")) -> list[Example]:
+    """Reads a ``.jsonl`` (:func:`load_jsonl`) or ``.parquet`` (:func:`load_parquet`) file.
+
+    Raises:
+        ArgumentError: For another suffix, or as the two readers.
+
+    Example:
+        >>> load_data("data.csv")
+        Traceback (most recent call last):
+        ...
+        r1kit.errors.ArgumentError: `--data`: expected a .jsonl or .parquet file, got 'data.csv'
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix == ".jsonl":
+        return load_jsonl(path, required)
+    if suffix == ".parquet":
+        return load_parquet(path, required)
+    raise ArgumentError(f"`--data`: expected a .jsonl or .parquet file, got {str(path)!r}")

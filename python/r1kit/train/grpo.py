@@ -49,12 +49,14 @@ RewardFn = Callable[[Sequence[str], Sequence[str], int], torch.Tensor]
 
 ESTIMATORS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "grpo": lambda r, m, g: rl.grpo(r, m, g)[0],
+    "reinforce_plus_plus": lambda r, m, g: rl.reinforce_plus_plus(r, m)[0],
     "dr_grpo": lambda r, m, g: rl.grpo(r, m, g, norm_by_std=False)[0],
     "rloo": lambda r, m, g: rl.rloo(r, m, g)[0],
     "reinforce_plus_plus_baseline": lambda r, m, g: rl.reinforce_plus_plus_baseline(r, m, g)[0],
     "opo": lambda r, m, g: rl.opo(r, m, g)[0],
 }
-"""Outcome-advantage estimators by name (all from :mod:`r1kit.rl`)."""
+"""Outcome-advantage estimators by name (all from :mod:`r1kit.rl`; ``reinforce_plus_plus``
+whitens over the whole batch and ignores the groups)."""
 
 
 @dataclass
@@ -158,15 +160,20 @@ def grpo_update(
     token_rewards = torch.zeros_like(mask)
     token_rewards[torch.arange(mask.shape[0]), last] = rewards.float()
     advantages = ESTIMATORS[config.estimator](token_rewards, mask, group_ids)
+    model.train()
     with torch.no_grad():
-        old = sequence_log_probs(model, ids, attn, p, tags, config.structured)[:, p:]
+        # With one update, the old policy is the first forward's own values: one pass fewer.
+        old = None
+        if config.updates_per_batch > 1:
+            old = sequence_log_probs(model, ids, attn, p, tags, config.structured)[:, p:]
         ref = None
         if ref_model is not None and config.kl_coef > 0:
             ref = sequence_log_probs(ref_model, ids, attn, p, tags, config.structured)[:, p:]
-    model.train()
     out: dict[str, float] = {}
     for _ in range(config.updates_per_batch):
         lp = sequence_log_probs(model, ids, attn, p, tags, config.structured)[:, p:]
+        if old is None:
+            old = lp.detach()
         loss, metrics = rl.policy_loss(
             "vanilla",
             old,

@@ -19,8 +19,18 @@ from typing import Any
 
 __all__ = ["CURVES", "plot_metrics"]
 
-CURVES = ("loss", "reward", "accuracy", "parallel_ratio", "response_tokens", "kl")
-"""The metrics plotted, one panel each, every stage as its own line over the global step."""
+CURVES = (
+    "loss",
+    "reward",
+    "accuracy",
+    "parallel_ratio",
+    "noise_probability",
+    "searches_per_sample",
+    "response_tokens",
+    "kl",
+)
+"""The metrics plotted, one panel each (those no row has are left out), every stage as its own
+line over the global step."""
 
 
 def plot_metrics(rows: Sequence[dict[str, Any]], path: str | Path) -> bool:

@@ -10,23 +10,22 @@
 After each stage the model answers held-out problems it never trained on (greedy decoding); the
 run writes ``metrics.jsonl`` (one line per step), ``report.md`` (held-out accuracy and
 parallel-format ratio per stage), ``results.json``, ``curves.png`` and a checkpoint per stage under
-``runs/<name>/``. The ``zerosearch`` recipe needs the simulated search environment and is not
-available yet.
+``runs/<name>/``. The ``zerosearch`` recipe (search RL with the noise curriculum) lives in
+:mod:`r1kit.train.zerosearch` and is registered here.
 
 Example:
     >>> sorted(RECIPES)
-    ['parallel_r1']
+    ['parallel_r1', 'zerosearch']
     >>> get_recipe("parallel-r1") is run_parallel_r1
     True
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,18 +34,27 @@ import torch
 
 from r1kit.errors import ArgumentError
 from r1kit.structure import ParallelTags
-from r1kit.train.core import MetricsLog, evaluate
+from r1kit.train.core import evaluate
 from r1kit.train.data import Example, easy_arithmetic, hard_arithmetic
 from r1kit.train.grpo import GRPOConfig, grpo_train
 from r1kit.train.model import PARALLEL_TAGS, add_tag_tokens, build_tokenizer, tiny_model
 from r1kit.train.plots import plot_metrics
+from r1kit.train.runs import RecipeConfig, finish_stage, load_stage_model, open_run, pct
 from r1kit.train.sft import SFTConfig, sft_train
+from r1kit.train.zerosearch import ZeroSearchConfig, run_zerosearch
 
-__all__ = ["RECIPES", "ParallelR1Config", "get_recipe", "run_parallel_r1"]
+__all__ = [
+    "CONFIGS",
+    "RECIPES",
+    "ParallelR1Config",
+    "get_recipe",
+    "recipe_name",
+    "run_parallel_r1",
+]
 
 
 @dataclass
-class ParallelR1Config:
+class ParallelR1Config(RecipeConfig):
     """Settings of :func:`run_parallel_r1` (defaults: the demo, a few minutes on 2 CPU cores).
 
     Attributes:
@@ -94,41 +102,6 @@ class ParallelR1Config:
     threads: int = 1
     progress: bool = True
     resume: bool = False
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> ParallelR1Config:
-        """Builds a config from a mapping (a TOML table), rejecting unknown keys.
-
-        Raises:
-            ArgumentError: If a key is not a field (the message names it and lists the fields)
-                or a value has the wrong type.
-
-        Example:
-            >>> ParallelR1Config.from_dict({"sft_steps": 10}).sft_steps
-            10
-            >>> ParallelR1Config.from_dict({"sft_step": 10})
-            Traceback (most recent call last):
-            ...
-            r1kit.errors.ArgumentError: `config`: unknown key 'sft_step' (known: group_size, ...
-        """
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        for key, value in values.items():
-            if key not in fields:
-                known = ", ".join(sorted(fields))
-                raise ArgumentError(f"`config`: unknown key {key!r} (known: {known})")
-            want = type(getattr(cls(), key))
-            ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
-            if want is float and isinstance(value, int) and not isinstance(value, bool):
-                ok = True
-            if not ok:
-                raise ArgumentError(
-                    f"`config` key {key!r}: expected {want.__name__}, got {type(value).__name__}"
-                )
-        defaults = cls()
-        kwargs: dict[str, Any] = {
-            k: float(v) if isinstance(getattr(defaults, k), float) else v for k, v in values.items()
-        }
-        return cls(**kwargs)
 
 
 def _held_out(
@@ -203,15 +176,6 @@ STAGES = ("stage1_sft", "stage2_grpo_easy", "stage3_grpo_hard")
 """The recipe's stages, in order (also the checkpoint folder names)."""
 
 
-def _finished_stages(run: Path) -> list[str]:
-    done = []
-    for stage in STAGES:
-        if not (run / "checkpoints" / stage / "eval.json").is_file():
-            break
-        done.append(stage)
-    return done
-
-
 def _run_parallel_r1(
     cfg: ParallelR1Config,
     run: Path,
@@ -219,15 +183,7 @@ def _run_parallel_r1(
     tok: Any | None,
     data: Sequence[Example] | None,
 ) -> dict[str, Any]:
-    run.mkdir(parents=True, exist_ok=True)
-    done = _finished_stages(run) if cfg.resume else []
-    kept: list[dict[str, Any]] = []
-    if done and (run / "metrics.jsonl").is_file():
-        lines = (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-        kept = [r for r in map(json.loads, lines) if r.get("stage") in done]
-    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
-    log = MetricsLog(run / "metrics.jsonl")
-    log.rows = kept
+    log, done, stages = open_run(run, STAGES, cfg.resume)
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
 
@@ -264,15 +220,8 @@ def _run_parallel_r1(
             raise ArgumentError("`data`: stage 1 (SFT) needs rows with a 'response' field")
         eval_sets = [("held_out", held)]
 
-    stages: list[dict[str, Any]] = [
-        json.loads((run / "checkpoints" / st / "eval.json").read_text()) for st in done
-    ]
     if done:
-        import transformers
-
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            run / "checkpoints" / done[-1], local_files_only=True
-        )
+        model = load_stage_model(run, done[-1])
 
     def finish(stage: str, t0: float) -> None:
         result: dict[str, Any] = {"stage": stage, "seconds": round(time.perf_counter() - t0, 1)}
@@ -282,10 +231,7 @@ def _run_parallel_r1(
             )
         stages.append(result)
         log.write({"stage": stage, "eval": True, **{k: result[k] for k, _ in eval_sets}})
-        ckpt = run / "checkpoints" / stage
-        model.save_pretrained(ckpt)
-        tok.save_pretrained(ckpt)
-        (ckpt / "eval.json").write_text(json.dumps(result))  # last: marks the stage finished
+        finish_stage(run, stage, model, tok, result)
 
     t0 = time.perf_counter()
     sft_cfg = SFTConfig(
@@ -337,10 +283,6 @@ def _run_parallel_r1(
     return result
 
 
-def _pct(x: float) -> str:
-    return "n/a" if x != x else f"{100 * x:.1f}%"
-
-
 def _report(
     cfg: ParallelR1Config,
     stages: list[dict[str, Any]],
@@ -361,16 +303,16 @@ def _report(
         "|---|" + "---|---|" * len(labels) + "---|",
     ]
     for s in stages:
-        cells = [f"{_pct(s[x]['accuracy'])} | {_pct(s[x]['parallel_ratio'])}" for x in labels]
+        cells = [f"{pct(s[x]['accuracy'])} | {pct(s[x]['parallel_ratio'])}" for x in labels]
         lines.append(f"| {s['stage']} | " + " | ".join(cells) + f" | {s['seconds']} |")
     first, last = stages[0], stages[-1]
     lines.append("")
     if labels == ["easy", "hard"]:
         lines += [
-            f"- After stage 1, {_pct(first['easy']['parallel_ratio'])} of held-out easy "
+            f"- After stage 1, {pct(first['easy']['parallel_ratio'])} of held-out easy "
             "responses contain a valid parallel block (target: at least 80%).",
-            f"- Held-out hard accuracy: {_pct(first['hard']['accuracy'])} after stage 1, "
-            f"{_pct(last['hard']['accuracy'])} after stage 3 (target: higher after stage 3).",
+            f"- Held-out hard accuracy: {pct(first['hard']['accuracy'])} after stage 1, "
+            f"{pct(last['hard']['accuracy'])} after stage 3 (target: higher after stage 3).",
             "",
         ]
     lines += [
@@ -381,29 +323,50 @@ def _report(
     return "\n".join(lines)
 
 
-RECIPES: dict[str, Callable[..., dict[str, Any]]] = {"parallel_r1": run_parallel_r1}
-"""Recipes by name (``-`` and ``_`` are interchangeable in :func:`get_recipe`)."""
+RECIPES: dict[str, Callable[..., dict[str, Any]]] = {
+    "parallel_r1": run_parallel_r1,
+    "zerosearch": run_zerosearch,
+}
+"""Recipes by name (:func:`get_recipe` ignores case, ``-`` and ``_``)."""
+CONFIGS: dict[str, type[RecipeConfig]] = {
+    "parallel_r1": ParallelR1Config,
+    "zerosearch": ZeroSearchConfig,
+}
+"""The config class of each recipe."""
+
+
+def recipe_name(name: str) -> str:
+    """The registered name of a recipe (``parallel-r1``, ``Zero-Search``, ... are accepted).
+
+    Raises:
+        ArgumentError: If there is no such recipe (the message lists the known ones).
+
+    Example:
+        >>> recipe_name("parallel-r1"), recipe_name("zero_search")
+        ('parallel_r1', 'zerosearch')
+        >>> recipe_name("parallel-r2")
+        Traceback (most recent call last):
+        ...
+        r1kit.errors.ArgumentError: `recipe`: unknown recipe 'parallel-r2' (known: ...)
+    """
+
+    def fold(x: str) -> str:
+        return x.lower().replace("-", "").replace("_", "")
+
+    for key in RECIPES:
+        if fold(key) == fold(name):
+            return key
+    raise ArgumentError(f"`recipe`: unknown recipe {name!r} (known: {', '.join(sorted(RECIPES))})")
 
 
 def get_recipe(name: str) -> Callable[..., dict[str, Any]]:
-    """The recipe called ``name`` (``parallel-r1`` or ``parallel_r1``).
+    """The recipe called ``name`` (see :func:`recipe_name`).
 
     Raises:
-        ArgumentError: If there is no such recipe (the message lists the known ones; the
-            ``zerosearch`` recipe is named as not available yet).
+        ArgumentError: If there is no such recipe (the message lists the known ones).
 
     Example:
-        >>> get_recipe("zero-search")
-        Traceback (most recent call last):
-        ...
-        r1kit.errors.ArgumentError: `recipe`: unknown recipe 'zero-search' (known: parallel_r1)
+        >>> get_recipe("parallel-r1") is run_parallel_r1, get_recipe("zerosearch") is run_zerosearch
+        (True, True)
     """
-    key = name.replace("-", "_")
-    if key in RECIPES:
-        return RECIPES[key]
-    if key == "zerosearch":
-        raise ArgumentError(
-            "`recipe`: 'zerosearch' is not available yet (it needs the simulated search "
-            "environment); known: " + ", ".join(sorted(RECIPES))
-        )
-    raise ArgumentError(f"`recipe`: unknown recipe {name!r} (known: {', '.join(sorted(RECIPES))})")
+    return RECIPES[recipe_name(name)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,7 @@ from r1kit.structure import ParallelTags
 from r1kit.train.core import MetricsLog, SFTBatch, encode_sft, progress_bar, sequence_log_probs
 from r1kit.train.data import Example
 
-__all__ = ["SFTConfig", "sft_loss", "sft_train"]
+__all__ = ["SFTConfig", "sft_loss", "sft_train", "sft_train_batches"]
 
 
 @dataclass
@@ -115,7 +115,47 @@ def sft_train(
     for i, ex in enumerate(examples):
         if not ex.response:
             raise ArgumentError(f"`examples[{i}]`: field 'response' is empty (SFT needs targets)")
+
+    def make_batch(picked: list[int]) -> SFTBatch:
+        pairs = [(examples[i].prompt, examples[i].response) for i in picked]
+        return encode_sft(tokenizer, pairs, config.max_length)
+
     tags = tags or ParallelTags.from_tokenizer(tokenizer)
+    return sft_train_batches(model, make_batch, len(examples), config, log, stage, tags)
+
+
+def sft_train_batches(
+    model: Any,
+    make_batch: Callable[[list[int]], SFTBatch],
+    n_rows: int,
+    config: SFTConfig,
+    log: MetricsLog | None,
+    stage: str,
+    tags: ParallelTags,
+) -> list[dict[str, Any]]:
+    """The loop of :func:`sft_train` over any batches: ``make_batch(row indices) -> SFTBatch``.
+
+    Rows are drawn without replacement and reshuffled each epoch (seeded by ``config.seed``);
+    the loss counts the tokens each batch's ``loss_mask`` marks (recipes use it to leave
+    environment tokens, e.g. search observations, out of the loss).
+
+    Args:
+        model: A ``transformers`` causal LM (trained in place).
+        make_batch: Builds the batch of the given row indices.
+        n_rows: Number of rows to draw from.
+        config: The settings.
+        log: Where each step's metrics go.
+        stage: The ``stage`` field of the metric rows.
+        tags: The tag ids.
+
+    Returns:
+        One metrics dict per step, as :func:`sft_train`.
+
+    Raises:
+        ArgumentError: If ``n_rows < 1``.
+    """
+    if n_rows < 1:
+        raise ArgumentError(f"`n_rows`: expected at least one row, got {n_rows}")
     rng = random.Random(config.seed)
     order: list[int] = []
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -126,16 +166,12 @@ def sft_train(
     bar = progress_bar(config.steps, stage, config.progress)
     for step in bar:
         if len(order) < config.batch_size:
-            fresh = list(range(len(examples)))
+            fresh = list(range(n_rows))
             rng.shuffle(fresh)
             order += fresh
         picked, order = order[: config.batch_size], order[config.batch_size :]
         t0 = time.perf_counter()
-        batch = encode_sft(
-            tokenizer,
-            [(examples[i].prompt, examples[i].response) for i in picked],
-            config.max_length,
-        )
+        batch = make_batch(picked)
         loss = sft_loss(model, batch, tags, config.structured)
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
