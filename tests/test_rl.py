@@ -242,7 +242,7 @@ def test_group_ids_follow_python_equality(ids: list[object], fresh: bool) -> Non
     expected = [first.setdefault(x, len(first)) for x in ids]
     got = rl._group_tensor(ids)
     assert got.dtype == torch.int64 and got.tolist() == expected
-    assert rl._group_tensor(np.array(ids + [None], dtype=object)).tolist()[:-1] == expected
+    assert rl._group_tensor(np.array([*ids, None], dtype=object)).tolist()[:-1] == expected
 
 
 def test_bad_inputs() -> None:

@@ -224,20 +224,33 @@ class ParallelLayout:
     the innermost block, numbered per row; ``path_ids`` the path within it).
     """
 
-    def __init__(
-        self,
-        core: _core.ParallelLayoutCore,
-        position_ids: torch.Tensor,
-        block_ids: torch.Tensor,
-        path_ids: torch.Tensor,
-        depth: torch.Tensor,
-    ) -> None:
+    def __init__(self, core: _core.ParallelLayoutCore, position_ids: torch.Tensor) -> None:
         self._core = core
         self.position_ids = position_ids
-        self.block_ids = block_ids
-        self.path_ids = path_ids
-        self.depth = depth
+        self._ids: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._status: list[RowStatus] | None = None
+
+    def _id_tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # Built on first use from the runs the parse kept (a few per block): the parse itself
+        # writes only the position ids per token.
+        if self._ids is None:
+            self._ids = self._core.id_tensors()
+        return self._ids
+
+    @property
+    def block_ids(self) -> torch.Tensor:
+        """int32 ``[B, L]``: the innermost block (numbered per row), -1 outside blocks and pads."""
+        return self._id_tensors()[0]
+
+    @property
+    def path_ids(self) -> torch.Tensor:
+        """int32 ``[B, L]``: the path within the innermost block, -1 where not in a path."""
+        return self._id_tensors()[1]
+
+    @property
+    def depth(self) -> torch.Tensor:
+        """int32 ``[B, L]``: the depth of the innermost block, -1 outside blocks and pads."""
+        return self._id_tensors()[2]
 
     @property
     def status(self) -> list[RowStatus]:
@@ -432,7 +445,7 @@ def parse_parallel(
         raise ArgumentTypeError(f"`tags`: expected a ParallelTags, got {type(tags).__name__}")
     if not isinstance(structured, bool):
         raise ArgumentTypeError(f"`structured`: expected a bool, got {type(structured).__name__}")
-    core, pos, blocks, paths, depth = _core.parse_parallel(
+    core, pos = _core.parse_parallel(
         input_ids, tags.ids(), attention_mask, response_start, on_error, structured, path
     )
-    return ParallelLayout(core, pos, blocks, paths, depth)
+    return ParallelLayout(core, pos)

@@ -47,15 +47,11 @@ pub fn check_parallel_tags(tags: &Bound<'_, PyAny>) -> PyResult<()> {
     tags_arg(tags).map(|_| ())
 }
 
-type Parsed<'py> = (
-    ParallelLayoutCore,
-    Bound<'py, PyAny>,
-    Bound<'py, PyAny>,
-    Bound<'py, PyAny>,
-    Bound<'py, PyAny>,
-);
+type Parsed<'py> = (ParallelLayoutCore, Bound<'py, PyAny>);
+type Pair3<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>);
 
-/// Parses `[B, L]` ids; returns the layout and position_ids, block_ids, path_ids, depth.
+/// Parses `[B, L]` ids; returns the layout and position_ids (block, path and depth ids come
+/// from `ParallelLayoutCore.id_tensors`, on demand).
 #[allow(clippy::too_many_arguments)]
 #[pyfunction]
 #[pyo3(signature = (input_ids, tags, attention_mask = None, response_start = None, on_error = None, structured = true, path = None))]
@@ -102,9 +98,6 @@ pub fn parse_parallel<'py>(
             inner: Arc::new(layout),
         },
         to_python(py, t.position_ids)?,
-        to_python(py, t.block_ids)?,
-        to_python(py, t.path_ids)?,
-        to_python(py, t.depth)?,
     ))
 }
 
@@ -132,6 +125,18 @@ impl ParallelLayoutCore {
     #[getter]
     fn structured(&self) -> bool {
         self.inner.structured
+    }
+
+    /// `(block_ids, path_ids, depth)`: int32 `[B, L]` on the layout's device, built from the
+    /// runs the parse kept.
+    fn id_tensors<'py>(&self, py: Python<'py>) -> PyResult<Pair3<'py>> {
+        let inner = Arc::clone(&self.inner);
+        let t = py.detach(move || inner.id_tensors())?;
+        Ok((
+            to_python(py, t.block_ids)?,
+            to_python(py, t.path_ids)?,
+            to_python(py, t.depth)?,
+        ))
     }
 
     /// Per row: (kind, index or None).

@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
-use super::parse::{parse_row_into, RowParse, StatusKind, TokenSlices};
+use super::parse::{parse_row_into, IdRun, IdsOut, RowParse, StatusKind, TokenSlices};
 use super::tags::ParallelTags;
 use crate::error::{Error, Result};
 use crate::tensor::{self, kind_name, shape_name, TensorPath};
@@ -64,6 +64,8 @@ pub struct Layout {
     pub real: Option<Vec<bool>>,
     /// Per-token path node (see [`super::parse::TokenSlices::node`]), `batch * len`.
     pub node: Vec<i32>,
+    /// Per row: the runs of innermost block / path / depth ([`Layout::id_tensors`]).
+    pub id_runs: Vec<Vec<IdRun>>,
     /// False for the causal ("Seen") variant: sequential positions, causal masks.
     pub structured: bool,
     /// Device of the input ids (and of every tensor the views return).
@@ -76,15 +78,60 @@ pub struct Layout {
 pub struct TokenTensors {
     /// int64 position ids.
     pub position_ids: Tensor,
-    /// int32 innermost block id (row-local), -1 outside blocks and for pads.
+}
+
+/// The per-token id tensors of [`Layout::id_tensors`], `[B, L]` int32 on the layout's device.
+pub struct IdTensors {
+    /// Innermost block id (row-local), -1 outside blocks and for pads.
     pub block_ids: Tensor,
-    /// int32 path index in the innermost block, -1 where not in a path.
+    /// Path index in the innermost block, -1 where not in a path.
     pub path_ids: Tensor,
-    /// int32 depth of the innermost block, -1 outside blocks and for pads.
+    /// Depth of the innermost block, -1 outside blocks and for pads.
     pub depth: Tensor,
 }
 
 impl Layout {
+    /// Block, path and depth ids of every token, built from the runs the parse kept (the
+    /// parse itself writes only positions and path nodes per token).
+    pub fn id_tensors(&self) -> Result<IdTensors> {
+        let (batch, len) = (self.batch, self.len);
+        let shape = [batch as i64, len as i64];
+        let mut blocks_t = tensor::empty_cpu::<i32>(&shape)?;
+        let mut paths_t = tensor::empty_cpu::<i32>(&shape)?;
+        let mut depth_t = tensor::empty_cpu::<i32>(&shape)?;
+        if len > 0 {
+            let blocks = tensor::cpu_slice_mut::<i32>(&mut blocks_t, "block_ids")?;
+            let paths = tensor::cpu_slice_mut::<i32>(&mut paths_t, "path_ids")?;
+            let depth = tensor::cpu_slice_mut::<i32>(&mut depth_t, "depth")?;
+            let fill =
+                |(((bl, pa), de), runs): (((&mut [i32], &mut [i32]), &mut [i32]), &Vec<IdRun>)| {
+                    IdRun::fill(runs, bl, pa, de)
+                };
+            if batch * len < PARALLEL_MIN_TOKENS {
+                blocks
+                    .chunks_mut(len)
+                    .zip(paths.chunks_mut(len))
+                    .zip(depth.chunks_mut(len))
+                    .zip(&self.id_runs)
+                    .for_each(fill);
+            } else {
+                crate::parallel::install(|| {
+                    blocks
+                        .par_chunks_mut(len)
+                        .zip(paths.par_chunks_mut(len))
+                        .zip(depth.par_chunks_mut(len))
+                        .zip(self.id_runs.par_iter())
+                        .for_each(fill)
+                })?;
+            }
+        }
+        Ok(IdTensors {
+            block_ids: to_device(blocks_t, self.device)?,
+            path_ids: to_device(paths_t, self.device)?,
+            depth: to_device(depth_t, self.device)?,
+        })
+    }
+
     /// True when token `i` of row `b` is real.
     #[inline]
     pub fn is_real(&self, b: usize, i: usize) -> bool {
@@ -189,10 +236,8 @@ pub fn parse_parallel(
     // the CPU path (torch's OpenMP workers would spin against r1kit's threads on small machines).
     let shape = [batch as i64, len as i64];
     let mut positions_t = tensor::empty_cpu::<i64>(&shape)?;
-    let mut blocks_t = tensor::empty_cpu::<i32>(&shape)?;
-    let mut paths_t = tensor::empty_cpu::<i32>(&shape)?;
-    let mut depth_t = tensor::empty_cpu::<i32>(&shape)?;
     let mut node = vec![-1i32; batch * len];
+    let mut id_runs: Vec<Vec<IdRun>> = vec![Vec::new(); batch];
     // Real-token flags, converted row by row inside the parse (zeroed pages: calloc, no fill).
     let mut real_buf = vec![false; if mask_src.is_some() { batch * len } else { 0 }];
     let rows: Vec<Result<RowParse>> = if len == 0 {
@@ -200,9 +245,11 @@ pub fn parse_parallel(
             .map(|b| {
                 let out = TokenSlices {
                     position_ids: &mut [],
-                    block_ids: &mut [],
-                    path_ids: &mut [],
-                    depth: &mut [],
+                    ids: IdsOut::Dense {
+                        block_ids: &mut [],
+                        path_ids: &mut [],
+                        depth: &mut [],
+                    },
                     node: &mut [],
                 };
                 Ok(parse_row_into(&[], None, starts[b], tags, out))
@@ -210,9 +257,6 @@ pub fn parse_parallel(
             .collect()
     } else {
         let positions = tensor::cpu_slice_mut::<i64>(&mut positions_t, "position_ids")?;
-        let blocks = tensor::cpu_slice_mut::<i32>(&mut blocks_t, "block_ids")?;
-        let paths = tensor::cpu_slice_mut::<i32>(&mut paths_t, "path_ids")?;
-        let depth = tensor::cpu_slice_mut::<i32>(&mut depth_t, "depth")?;
         let ids = ids.as_slice()?;
         let mask_ref = mask_src.as_ref().map(HostMask::values).transpose()?;
         let starts_ref = &starts;
@@ -234,12 +278,10 @@ pub fn parse_parallel(
                 }
                 None => None,
             };
-            let (bl, pa, de, no) = out;
+            let (runs, no) = out;
             let slices = TokenSlices {
                 position_ids: &mut *p,
-                block_ids: bl,
-                path_ids: pa,
-                depth: de,
+                ids: IdsOut::Runs(runs),
                 node: no,
             };
             let row = parse_row_into(row_ids, row_real, starts_ref[b], tags, slices);
@@ -260,18 +302,16 @@ pub fn parse_parallel(
             let mut real_rows = real_buf.chunks_mut(len.max(1));
             positions
                 .chunks_mut(len)
-                .zip(blocks.chunks_mut(len))
-                .zip(paths.chunks_mut(len))
-                .zip(depth.chunks_mut(len))
+                .zip(id_runs.iter_mut())
                 .zip(node.chunks_mut(len))
                 .enumerate()
-                .map(|(b, ((((p, bl), pa), de), no))| {
+                .map(|(b, ((p, runs), no))| {
                     let real_row = if real_len > 0 {
                         real_rows.next().unwrap_or_default()
                     } else {
                         &mut []
                     };
-                    parse_one(b, p, (bl, pa, de, no), real_row)
+                    parse_one(b, p, (runs, no), real_row)
                 })
                 .collect()
         } else {
@@ -283,15 +323,11 @@ pub fn parse_parallel(
             crate::parallel::install(|| {
                 positions
                     .par_chunks_mut(len)
-                    .zip(blocks.par_chunks_mut(len))
-                    .zip(paths.par_chunks_mut(len))
-                    .zip(depth.par_chunks_mut(len))
+                    .zip(id_runs.par_iter_mut())
                     .zip(node.par_chunks_mut(len))
                     .zip(real_chunks.into_par_iter())
                     .enumerate()
-                    .map(|(b, (((((p, bl), pa), de), no), re))| {
-                        parse_one(b, p, (bl, pa, de, no), re)
-                    })
+                    .map(|(b, (((p, runs), no), re))| parse_one(b, p, (runs, no), re))
                     .collect()
             })?
         }
@@ -313,9 +349,6 @@ pub fn parse_parallel(
     }
     let tokens = TokenTensors {
         position_ids: to_device(positions_t, device)?,
-        block_ids: to_device(blocks_t, device)?,
-        path_ids: to_device(paths_t, device)?,
-        depth: to_device(depth_t, device)?,
     };
     let layout = Layout {
         rows,
@@ -323,6 +356,7 @@ pub fn parse_parallel(
         len,
         real: mask_src.map(|_| real_buf),
         node,
+        id_runs,
         structured,
         device,
         path,
@@ -374,8 +408,8 @@ fn host_i64(t: &Tensor, arg: &'static str) -> Result<HostIds> {
     Ok(HostIds { tensor: host, arg })
 }
 
-/// One row's block, path, depth and node slices.
-type RowOut<'a> = (&'a mut [i32], &'a mut [i32], &'a mut [i32], &'a mut [i32]);
+/// One row's id runs and node slice.
+type RowOut<'a> = (&'a mut Vec<IdRun>, &'a mut [i32]);
 
 /// Batches below this many tokens are parsed on the caller's thread.
 const PARALLEL_MIN_TOKENS: usize = 1 << 15;

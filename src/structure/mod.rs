@@ -49,8 +49,8 @@ pub mod parse;
 pub mod tags;
 
 pub use parse::{
-    parse_row, parse_row_into, Block, PathNode, PathSpan, RowParse, Status, StatusKind,
-    SummarySpan, TokenArrays, TokenSlices, MAX_DEPTH,
+    parse_row, parse_row_into, Block, IdRun, IdsOut, PathNode, PathSpan, RowParse, Status,
+    StatusKind, SummarySpan, TokenArrays, TokenSlices, MAX_DEPTH,
 };
 pub use tags::{ParallelTags, Tag, TAG_NAMES};
 

@@ -147,14 +147,89 @@ pub struct PathNode {
 pub struct TokenSlices<'a> {
     /// Position ids (structured: paths restart; pads 0).
     pub position_ids: &'a mut [i64],
-    /// Innermost block (row-local id), -1 outside blocks and for pads.
-    pub block_ids: &'a mut [i32],
-    /// Path index within the innermost block, -1 in headers, tails, outside and for pads.
-    pub path_ids: &'a mut [i32],
-    /// Depth of the innermost block, -1 outside blocks and for pads.
-    pub depth: &'a mut [i32],
+    /// Innermost block, path and depth of each token, as arrays or as runs.
+    pub ids: IdsOut<'a>,
     /// Innermost [`PathNode`] whose path (at any level) contains the token, -1 if none.
     pub node: &'a mut [i32],
+}
+
+/// Where [`parse_row_into`] writes each token's innermost block, path and depth.
+pub enum IdsOut<'a> {
+    /// One array each, `ids.len()` long.
+    Dense {
+        /// Innermost block (row-local id), -1 outside blocks and for pads.
+        block_ids: &'a mut [i32],
+        /// Path index within the innermost block, -1 in headers, tails, outside and for pads.
+        path_ids: &'a mut [i32],
+        /// Depth of the innermost block, -1 outside blocks and for pads.
+        depth: &'a mut [i32],
+    },
+    /// Runs of tokens sharing all three (a handful per block instead of 12 bytes per token);
+    /// [`IdRun::fill`] turns them into the arrays.
+    Runs(&'a mut Vec<IdRun>),
+}
+
+/// Tokens from `start` up to the next run's start share `block`, `path` and `depth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRun {
+    /// First token of the run.
+    pub start: usize,
+    /// See [`IdsOut::Dense`].
+    pub block: i32,
+    /// See [`IdsOut::Dense`].
+    pub path: i32,
+    /// See [`IdsOut::Dense`].
+    pub depth: i32,
+}
+
+impl IdRun {
+    /// Writes the arrays of a row of `block_ids.len()` tokens from its runs.
+    pub fn fill(runs: &[IdRun], block_ids: &mut [i32], path_ids: &mut [i32], depth: &mut [i32]) {
+        let len = block_ids.len();
+        for (k, r) in runs.iter().enumerate() {
+            let end = runs.get(k + 1).map_or(len, |n| n.start).min(len);
+            let start = r.start.min(end);
+            block_ids[start..end].fill(r.block);
+            path_ids[start..end].fill(r.path);
+            depth[start..end].fill(r.depth);
+        }
+    }
+}
+
+impl IdsOut<'_> {
+    /// Tokens `i..j` get (`block`, `path`, `depth`). Calls come in increasing `i`, except that
+    /// a structural fallback rewrites a suffix: runs starting at or after `i` are dropped first.
+    #[inline]
+    fn set(&mut self, i: usize, j: usize, block: i32, path: i32, depth: i32) {
+        match self {
+            IdsOut::Dense {
+                block_ids,
+                path_ids,
+                depth: d,
+            } => {
+                block_ids[i..j].fill(block);
+                path_ids[i..j].fill(path);
+                d[i..j].fill(depth);
+            }
+            IdsOut::Runs(runs) => {
+                while runs.last().is_some_and(|r| r.start >= i) {
+                    runs.pop();
+                }
+                if runs
+                    .last()
+                    .is_some_and(|r| (r.block, r.path, r.depth) == (block, path, depth))
+                {
+                    return;
+                }
+                runs.push(IdRun {
+                    start: i,
+                    block,
+                    path,
+                    depth,
+                });
+            }
+        }
+    }
 }
 
 /// Owned per-token arrays (see [`TokenSlices`]).
@@ -188,9 +263,11 @@ impl TokenArrays {
     pub fn slices(&mut self) -> TokenSlices<'_> {
         TokenSlices {
             position_ids: &mut self.position_ids,
-            block_ids: &mut self.block_ids,
-            path_ids: &mut self.path_ids,
-            depth: &mut self.depth,
+            ids: IdsOut::Dense {
+                block_ids: &mut self.block_ids,
+                path_ids: &mut self.path_ids,
+                depth: &mut self.depth,
+            },
             node: &mut self.node,
         }
     }
@@ -352,8 +429,13 @@ pub fn parse_row_into(
     let mut i = 0usize;
     while i < len {
         if !is_real(i) {
-            write(&mut out, i, 0, -1, -1, -1, -1);
-            i += 1;
+            // A run of pads, written as fills.
+            let r = real.unwrap_or_default();
+            let j = r[i..].iter().position(|&x| x).map_or(len, |k| i + k);
+            out.position_ids[i..j].fill(0);
+            out.ids.set(i, j, -1, -1, -1);
+            out.node[i..j].fill(-1);
+            i = j;
             continue;
         }
         let in_response = i >= response_start;
@@ -377,9 +459,7 @@ pub fn parse_row_into(
             for (p, slot) in out.position_ids[i..j].iter_mut().enumerate() {
                 *slot = pos + p as i64;
             }
-            out.block_ids[i..j].fill(b);
-            out.path_ids[i..j].fill(k);
-            out.depth[i..j].fill(d);
+            out.ids.set(i, j, b, k, d);
             out.node[i..j].fill(node);
             pos += (j - i) as i64;
             response_seen += j - i.max(response_start.min(j));
@@ -749,9 +829,7 @@ fn write(
     node: i32,
 ) {
     out.position_ids[i] = pos;
-    out.block_ids[i] = block;
-    out.path_ids[i] = path;
-    out.depth[i] = depth;
+    out.ids.set(i, i + 1, block, path, depth);
     out.node[i] = node;
 }
 

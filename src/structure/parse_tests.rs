@@ -496,5 +496,19 @@ proptest! {
                 prop_assert_eq!(a.block_ids[i], -1);
             }
         }
+        // The run-length output (what the batch layer keeps) gives the same arrays.
+        let n = ids.len();
+        let (mut pos, mut node, mut runs) = (vec![0i64; n], vec![-1i32; n], Vec::new());
+        let out = TokenSlices { position_ids: &mut pos, ids: IdsOut::Runs(&mut runs), node: &mut node };
+        let row_runs = parse_row_into(&ids, Some(&real), rs, &tags(), out);
+        prop_assert_eq!(&row_runs, &row);
+        prop_assert_eq!(&pos, &a.position_ids);
+        prop_assert_eq!(&node, &a.node);
+        prop_assert!(runs.windows(2).all(|w| w[0].start < w[1].start));
+        let (mut bl, mut pa, mut de) = (vec![7i32; n], vec![7i32; n], vec![7i32; n]);
+        IdRun::fill(&runs, &mut bl, &mut pa, &mut de);
+        prop_assert_eq!(&bl, &a.block_ids);
+        prop_assert_eq!(&pa, &a.path_ids);
+        prop_assert_eq!(&de, &a.depth);
     }
 }
