@@ -692,9 +692,10 @@ fn normalize_general(answer: &str) -> Normalized {
 }
 
 /// Longest answer the fast path takes (its buffers live on the stack).
-const SHORT_MAX: usize = 120;
-/// Room for the fast path's output: shorthands and leading zeros only add characters.
-const SHORT_CAP: usize = 3 * SHORT_MAX;
+const SHORT_MAX: usize = 96;
+/// Room for the fast path's steps: shorthands and leading zeros only add characters (and a
+/// string that outgrows it goes to the general passes).
+const SHORT_CAP: usize = 2 * SHORT_MAX;
 
 /// A short ASCII string built on the stack by [`fast_canon`].
 struct Short {
@@ -717,7 +718,9 @@ impl Short {
     }
 
     fn extend(&mut self, s: &[u8]) -> Option<()> {
-        self.buf.get_mut(self.len..self.len + s.len())?.copy_from_slice(s);
+        self.buf
+            .get_mut(self.len..self.len + s.len())?
+            .copy_from_slice(s);
         self.len += s.len();
         Some(())
     }
@@ -978,13 +981,54 @@ pub struct Rational {
     den: i128,
 }
 
-fn gcd(mut a: i128, mut b: i128) -> i128 {
-    a = a.abs();
-    b = b.abs();
-    while b != 0 {
-        (a, b) = (b, a % b);
+/// Stein's binary gcd (shifts and subtractions) on one unsigned integer type.
+macro_rules! binary_gcd {
+    ($a:expr, $b:expr) => {{
+        let (mut a, mut b) = ($a, $b);
+        if a == 0 || b == 0 {
+            a | b
+        } else {
+            let shift = (a | b).trailing_zeros();
+            a >>= a.trailing_zeros();
+            loop {
+                b >>= b.trailing_zeros();
+                if a > b {
+                    std::mem::swap(&mut a, &mut b);
+                }
+                b -= a;
+                if b == 0 {
+                    break a << shift;
+                }
+            }
+        }
+    }};
+}
+
+fn gcd(a: i128, b: i128) -> i128 {
+    let (a, b) = (a.unsigned_abs(), b.unsigned_abs());
+    let g = match (u64::try_from(a), u64::try_from(b)) {
+        // Nearly always: 64-bit words, no 128-bit division calls.
+        (Ok(a), Ok(b)) => u128::from(binary_gcd!(a, b)),
+        _ => binary_gcd!(a, b),
+    };
+    // At most max(|a|, |b|), and no Rational holds i128::MIN.
+    i128::try_from(g).unwrap_or(i128::MAX)
+}
+
+/// `a / d` for a divisor `d >= 1`, in 64 bits when both fit.
+fn div_by(a: i128, d: i128) -> i128 {
+    match (i64::try_from(a), i64::try_from(d)) {
+        (Ok(a), Ok(d)) => i128::from(a / d),
+        _ => a / d,
     }
-    a
+}
+
+/// `a * b`, None on overflow; a plain multiplication when both fit 64 bits.
+fn mul(a: i128, b: i128) -> Option<i128> {
+    match (i64::try_from(a), i64::try_from(b)) {
+        (Ok(a), Ok(b)) => Some(i128::from(a) * i128::from(b)),
+        _ => a.checked_mul(b),
+    }
 }
 
 impl Rational {
@@ -993,7 +1037,7 @@ impl Rational {
             return None;
         }
         let g = gcd(num, den).max(1);
-        let (mut n, mut d) = (num / g, den / g);
+        let (mut n, mut d) = (div_by(num, g), div_by(den, g));
         if d < 0 {
             n = n.checked_neg()?;
             d = d.checked_neg()?;
@@ -1004,8 +1048,8 @@ impl Rational {
     fn div(self, o: Self) -> Option<Self> {
         let g1 = gcd(self.num, o.num).max(1);
         let g2 = gcd(self.den, o.den).max(1);
-        let n = (self.num / g1).checked_mul(o.den / g2)?;
-        let d = (self.den / g2).checked_mul(o.num / g1)?;
+        let n = mul(div_by(self.num, g1), div_by(o.den, g2))?;
+        let d = mul(div_by(self.den, g2), div_by(o.num, g1))?;
         Self::new(n, d)
     }
 
@@ -1026,23 +1070,27 @@ impl Rational {
 
     /// An unsigned decimal `12`, `12.`, `0.5`, `12.50` (digits only; no exponent).
     fn parse_unsigned_decimal(s: &str) -> Option<Self> {
-        let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+        let b = s.as_bytes();
+        let (int, frac) = match b.iter().position(|&c| c == b'.') {
+            Some(dot) => (&b[..dot], &b[dot + 1..]),
+            None => (b, &[][..]),
+        };
         if int.is_empty() && frac.is_empty() {
             return None;
         }
-        if !int.bytes().all(|c| c.is_ascii_digit()) || !frac.bytes().all(|c| c.is_ascii_digit()) {
+        if !int.iter().all(u8::is_ascii_digit) || !frac.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        let frac = frac.trim_end_matches('0');
-        let int = int.trim_start_matches('0');
+        let frac = &frac[..frac.iter().rposition(|&c| c != b'0').map_or(0, |p| p + 1)];
+        let int = &int[int.iter().position(|&c| c != b'0').unwrap_or(int.len())..];
         if int.len() + frac.len() > 36 {
             return None;
         }
         // At most 36 digits: always fits an i128.
         let num = int
-            .bytes()
-            .chain(frac.bytes())
-            .fold(0i128, |n, c| n * 10 + i128::from(c - b'0'));
+            .iter()
+            .chain(frac)
+            .fold(0i128, |n, &c| n * 10 + i128::from(c - b'0'));
         let den = 10i128.checked_pow(u32::try_from(frac.len()).ok()?)?;
         Self::new(num, den)
     }
@@ -1067,6 +1115,20 @@ fn parse_frac(s: &str) -> Option<(Rational, usize)> {
     Some((v, used))
 }
 
+/// Byte index of the first `\frac{` in `s`.
+fn find_frac(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while let Some(k) = memchr::memchr(b'\\', &b[i..]) {
+        i += k;
+        if b[i..].starts_with(b"\\frac{") {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
 /// A number: signed decimal, `a/b`, `\frac{a}{b}`, `-\frac{a}{b}`, mixed `3\frac{1}{2}`.
 pub fn parse_number(s: &str) -> Option<Rational> {
     let (neg, body) = match s.as_bytes().first()? {
@@ -1078,7 +1140,7 @@ pub fn parse_number(s: &str) -> Option<Rational> {
         v
     } else if let Some((v, used)) = parse_frac(body) {
         (used == body.len()).then_some(v)?
-    } else if let Some(k) = body.find("\\frac{") {
+    } else if let Some(k) = find_frac(body) {
         // Mixed number: an integer immediately followed by a proper fraction.
         let whole = &body[..k];
         if whole.is_empty() || !whole.bytes().all(|c| c.is_ascii_digit()) {
@@ -1388,28 +1450,87 @@ mod tests {
         ];
         // Mostly what the fast path takes, so that its edges get hit often.
         const NUMERIC: [&str; 24] = [
-            "0", "1", "7", "12", ".", "-", "+", "/", ",", " ", "(", ")", "[", "]", "{", "}",
-            "\\{", "\\}", "\\frac", "\\dfrac", "\\left", "\\right", "x", "=",
+            "0", "1", "7", "12", ".", "-", "+", "/", ",", " ", "(", ")", "[", "]", "{", "}", "\\{",
+            "\\}", "\\frac", "\\dfrac", "\\left", "\\right", "x", "=",
         ];
         let mut forms = random_answers(100_000, 0x9e37_79b9_7f4a_7c15, &ANY);
         forms.extend(random_answers(100_000, 0x2545_f491_4f6c_dd1d, &NUMERIC));
         // The shapes answers have in practice, in all their spellings.
         for a in [
-            "5", "-5", "+005", "5.", "5.0", "1,234", "-1,234.50", ".5", "-.5", "1/2", "-3/4",
-            "3/-4", "1/.5", "\\frac{1}{2}", "-\\frac{1}{2}", "\\frac{-1}{2}", "\\dfrac12",
-            "\\tfrac{1}2", "3\\frac{1}{2}", "3\\frac12", "\\frac123", "\\frac1{2}", "(1, 2)",
-            "\\left( 1, 2 \\right)", "[-3, .5)", "\\{1, 2, 3\\}", "\\left\\{ 1,2 \\right\\}",
-            "x = 5", "x=\\frac{1}{2}", "y = (1, 2)", "x = 1,234", "(1,2) .", "5 .", "3 1/2",
-            "x = 3 1/2", "(3)", "[3]", "\\frac{1}{0}", "1/0", "(1,2)(3,4)", "\\{\\}", "()",
-            "\\frac{}{}", "\\frac", "\\frac{1", "-", ".", "x =", "= 5", "x = = 5", "\\leftx = 5",
+            "5",
+            "-5",
+            "+005",
+            "5.",
+            "5.0",
+            "1,234",
+            "-1,234.50",
+            ".5",
+            "-.5",
+            "1/2",
+            "-3/4",
+            "3/-4",
+            "1/.5",
+            "\\frac{1}{2}",
+            "-\\frac{1}{2}",
+            "\\frac{-1}{2}",
+            "\\dfrac12",
+            "\\tfrac{1}2",
+            "3\\frac{1}{2}",
+            "3\\frac12",
+            "\\frac123",
+            "\\frac1{2}",
+            "(1, 2)",
+            "\\left( 1, 2 \\right)",
+            "[-3, .5)",
+            "\\{1, 2, 3\\}",
+            "\\left\\{ 1,2 \\right\\}",
+            "x = 5",
+            "x=\\frac{1}{2}",
+            "y = (1, 2)",
+            "x = 1,234",
+            "(1,2) .",
+            "5 .",
+            "3 1/2",
+            "x = 3 1/2",
+            "(3)",
+            "[3]",
+            "\\frac{1}{0}",
+            "1/0",
+            "(1,2)(3,4)",
+            "\\{\\}",
+            "()",
+            "\\frac{}{}",
+            "\\frac",
+            "\\frac{1",
+            "-",
+            ".",
+            "x =",
+            "= 5",
+            "x = = 5",
+            "\\leftx = 5",
         ] {
             forms.push(a.to_string());
         }
         // These must take the fast path.
         for a in [
-            "5", "-5", "+005", "5.", "1,234", ".5", "-3/4", "\\frac{1}{2}", "-\\dfrac12",
-            "3\\frac{1}{2}", "(1, 2)", "\\left( 1, 2 \\right)", "[-3, .5)", "\\{1, 2, 3\\}",
-            "\\left\\{ 1,2 \\right\\}", "x = 5", "x = -\\tfrac25", "y = (1, 2)",
+            "5",
+            "-5",
+            "+005",
+            "5.",
+            "1,234",
+            ".5",
+            "-3/4",
+            "\\frac{1}{2}",
+            "-\\dfrac12",
+            "3\\frac{1}{2}",
+            "(1, 2)",
+            "\\left( 1, 2 \\right)",
+            "[-3, .5)",
+            "\\{1, 2, 3\\}",
+            "\\left\\{ 1,2 \\right\\}",
+            "x = 5",
+            "x = -\\tfrac25",
+            "y = (1, 2)",
             "\\left[ \\frac{-30}{2} , 1\\frac{1}{2} \\right)",
         ] {
             assert!(fast_canon(a, &mut Short::new()).is_some(), "answer {a:?}");
@@ -1439,7 +1560,12 @@ mod tests {
             if !k.eq_ignore_ascii_case(b"final answer") {
                 return None;
             }
-            let j = i + 12 + b[i + 12..].iter().take_while(|&&c| c == b' ' || c == b'*').count();
+            let j = i
+                + 12
+                + b[i + 12..]
+                    .iter()
+                    .take_while(|&&c| c == b' ' || c == b'*')
+                    .count();
             (b.get(j) == Some(&b':')).then_some(j + 1)
         });
         if let Some(start) = key {
@@ -1474,17 +1600,74 @@ mod tests {
     #[test]
     fn extraction_equals_reference() {
         const PIECES: [&str; 34] = [
-            "Final Answer:", "final answer :", "FINAL ANSWER**:", "Final Answer", "\n", "\n\n",
-            "<think>", "</think>", "<Summary>", "</Summary>", "<|im_end|>", "<|{|>", "<", "|>",
-            "\\boxed{", "\\boxed ", "\\fbox{", "\\boxed", "{", "}", "$", "$$", "1", "x = 2",
-            " ", "The final answer is ", " I hope it is correct.", "*", ":", "f", "answer",
-            "\\frac{1}{2}", "**", "text ",
+            "Final Answer:",
+            "final answer :",
+            "FINAL ANSWER**:",
+            "Final Answer",
+            "\n",
+            "\n\n",
+            "<think>",
+            "</think>",
+            "<Summary>",
+            "</Summary>",
+            "<|im_end|>",
+            "<|{|>",
+            "<",
+            "|>",
+            "\\boxed{",
+            "\\boxed ",
+            "\\fbox{",
+            "\\boxed",
+            "{",
+            "}",
+            "$",
+            "$$",
+            "1",
+            "x = 2",
+            " ",
+            "The final answer is ",
+            " I hope it is correct.",
+            "*",
+            ":",
+            "f",
+            "answer",
+            "\\frac{1}{2}",
+            "**",
+            "text ",
         ];
-        for (i, r) in random_answers(100_000, 0x51_7cc1_b727_220a, &PIECES).iter().enumerate() {
+        for (i, r) in random_answers(100_000, 0x51_7cc1_b727_220a, &PIECES)
+            .iter()
+            .enumerate()
+        {
             let got = find_math_answer(r).map(Cow::into_owned);
             assert_eq!(got, reference_answer(r), "response {i}: {r:?}");
             // The last box alone, else all of them: the same box as trying all of them.
             assert_eq!(last_boxed(r), all_boxes_last(r), "response {i}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn gcd_and_arithmetic_match_plain_i128() {
+        let euclid = |mut a: i128, mut b: i128| {
+            (a, b) = (a.abs(), b.abs());
+            while b != 0 {
+                (a, b) = (b, a % b);
+            }
+            a
+        };
+        let mut x: u128 = 0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834;
+        for k in 0..20_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Small, 64-bit and full 128-bit magnitudes, both signs.
+            let shift = [120, 100, 64, 70, 20][k as usize % 5];
+            let a = (x as i128) >> shift;
+            let b = ((x >> 64) as i128 ^ (x as i128)) >> ((shift + 3) % 127);
+            assert_eq!(gcd(a, b), euclid(a, b), "{a} {b}");
+            let d = b.abs().max(1);
+            assert_eq!(div_by(a, d), a / d);
+            assert_eq!(mul(a, b), a.checked_mul(b));
         }
     }
 

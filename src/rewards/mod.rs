@@ -155,9 +155,10 @@ impl MathGolds {
         let ids = ids
             .into_iter()
             .map(|k| {
-                remap.get(k as usize).copied().ok_or_else(|| {
-                    Error::value("golds", "indices into the gold strings", k)
-                })
+                remap
+                    .get(k as usize)
+                    .copied()
+                    .ok_or_else(|| Error::value("golds", "indices into the gold strings", k))
             })
             .collect::<Result<_>>()?;
         // A handful of distinct golds is not worth waking the pool.
@@ -253,7 +254,13 @@ pub fn math_scores(
     incorrect: f64,
 ) -> Result<Vec<f64>> {
     check_golds(responses.len(), golds)?;
-    math_scores_golds(responses, &MathGolds::new(golds)?, percent, correct, incorrect)
+    math_scores_golds(
+        responses,
+        &MathGolds::new(golds)?,
+        percent,
+        correct,
+        incorrect,
+    )
 }
 
 /// [`math_scores`] with the golds already in a table.
