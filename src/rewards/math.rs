@@ -543,7 +543,7 @@ fn brace_shorthands(s: &str) -> String {
     let group_end = |at: usize| -> Option<usize> {
         // End (exclusive) of the group starting at `at`, or None when there is none.
         match b.get(at)? {
-            b'{' => (m[at] != usize::MAX).then_some(m[at] + 1),
+            b'{' => (m[at] != usize::MAX).then(|| m[at] + 1),
             b'\\' | b'}' => None,
             _ => Some(at + s[at..].chars().next()?.len_utf8()),
         }
