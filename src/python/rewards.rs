@@ -16,7 +16,7 @@ use super::tensor::{is_tensor, tensor_arg, to_python};
 use crate::error::{Error, Result};
 use crate::rewards::format::{self, ParallelFormat, TagStrings, DEFAULT_TAGS};
 use crate::rewards::recipe::{check_step, Recipe};
-use crate::rewards::{self, math, qa, Metric, TokenDecoder};
+use crate::rewards::{self, math, qa, MathGolds, Metric, TokenDecoder};
 use crate::structure::ParallelTags;
 
 /// A `tokenizer.json` decoder (Rust `tokenizers`), shared by reference with the scoring calls.
@@ -275,6 +275,88 @@ fn golds_arg(obj: &Bound<'_, PyAny>) -> Result<Vec<Vec<String>>> {
         .collect()
 }
 
+/// Golds of a math call, read in place: the distinct str objects (a gold repeated across a group
+/// is usually one object, found by identity before any hashing) and per response their indices.
+struct MathGoldsArg<'py> {
+    objects: Vec<Bound<'py, PyString>>,
+    offsets: Vec<usize>,
+    ids: Vec<u32>,
+}
+
+/// The UTF-8 of str objects, read in place (lone surrogates become U+FFFD in an owned copy).
+fn utf8_of<'a>(objects: &'a [Bound<'_, PyString>]) -> Vec<Cow<'a, str>> {
+    objects.iter().map(|s| s.to_string_lossy()).collect()
+}
+
+fn math_golds_arg<'py>(obj: &Bound<'py, PyAny>) -> Result<MathGoldsArg<'py>> {
+    let what = "a list with one str (or list of str) per response";
+    let items = items(obj, "golds", what)?;
+    let mut objects: Vec<Bound<'py, PyString>> = Vec::new();
+    let mut seen: std::collections::HashMap<usize, u32> = std::collections::HashMap::new();
+    let mut offsets = Vec::with_capacity(items.len() + 1);
+    let mut ids = Vec::with_capacity(items.len());
+    offsets.push(0);
+    let mut add = |s: Bound<'py, PyString>, ids: &mut Vec<u32>| -> Result<()> {
+        // Same object as the previous gold (a group's samples side by side): no lookup at all.
+        let ptr = s.as_ptr() as usize;
+        if let Some(&last) = ids.last() {
+            if objects[last as usize].as_ptr() as usize == ptr {
+                ids.push(last);
+                return Ok(());
+            }
+        }
+        let k = match seen.get(&ptr) {
+            Some(&k) => k,
+            None => {
+                let k = u32::try_from(objects.len()).map_err(|_| {
+                    Error::value("golds", "fewer than 2**32 gold answers", objects.len())
+                })?;
+                seen.insert(ptr, k);
+                objects.push(s);
+                k
+            }
+        };
+        ids.push(k);
+        Ok(())
+    };
+    for (i, item) in items.into_iter().enumerate() {
+        match item.cast_into::<PyString>() {
+            Ok(s) => add(s, &mut ids)?,
+            Err(e) => {
+                let item = e.into_inner();
+                if !(item.is_instance_of::<PyList>() || item.is_instance_of::<PyTuple>()) {
+                    return Err(Error::type_(
+                        format!("golds[{i}]"),
+                        "a str or a list of str",
+                        type_name(&item),
+                    ));
+                }
+                let arg = format!("golds[{i}]");
+                for (j, x) in items_of(&item, &arg)?.into_iter().enumerate() {
+                    let s = x.cast_into::<PyString>().map_err(|e| {
+                        Error::type_(
+                            format!("{arg}[{j}]"),
+                            "a str",
+                            type_name(e.into_inner().as_any()),
+                        )
+                    })?;
+                    add(s, &mut ids)?;
+                }
+            }
+        }
+        offsets.push(ids.len());
+    }
+    Ok(MathGoldsArg {
+        objects,
+        offsets,
+        ids,
+    })
+}
+
+fn items_of<'py>(obj: &Bound<'py, PyAny>, arg: &str) -> Result<Vec<Bound<'py, PyAny>>> {
+    items(obj, arg, "a list of str")
+}
+
 fn decoder_arg(obj: Option<&Bound<'_, PyAny>>) -> Result<Option<Arc<TokenDecoder>>> {
     match obj {
         None => Ok(None),
@@ -524,10 +606,13 @@ pub fn math_judge(
 ) -> PyResult<(Vec<i8>, Vec<Option<String>>)> {
     let owner = source(responses, ids, attention_mask, decoder, false)?;
     let view = owner.view();
-    let golds = golds_arg(golds)?;
+    let golds = math_golds_arg(golds)?;
+    let strings = utf8_of(&golds.objects);
+    let (offsets, gold_ids) = (golds.offsets, golds.ids);
     Ok(py.detach(move || -> Result<_> {
+        let table = MathGolds::from_parts(&strings, offsets, gold_ids)?;
         let texts = view.into_texts()?;
-        let verdicts = rewards::math_judge(&texts, &golds, percent)?;
+        let verdicts = rewards::math_judge_golds(&texts, &table, percent)?;
         let answers = rewards::par_map(texts.len(), |i| math::extract_math_answer(&texts[i]))?;
         let codes = verdicts
             .into_iter()
@@ -558,9 +643,13 @@ pub fn math_scores<'py>(
     let (c, w) = (finite(correct, "correct")?, finite(incorrect, "incorrect")?);
     let owner = source(responses, ids, attention_mask, decoder, false)?;
     let view = owner.view();
-    let golds = golds_arg(golds)?;
-    let scores =
-        py.detach(move || rewards::math_scores(&view.into_texts()?, &golds, percent, c, w))?;
+    let golds = math_golds_arg(golds)?;
+    let strings = utf8_of(&golds.objects);
+    let (offsets, gold_ids) = (golds.offsets, golds.ids);
+    let scores = py.detach(move || {
+        let table = MathGolds::from_parts(&strings, offsets, gold_ids)?;
+        rewards::math_scores_golds(&view.into_texts()?, &table, percent, c, w)
+    })?;
     tensor_f32(py, &scores)
 }
 

@@ -6,9 +6,7 @@
 //! ([`brace_matches`]) instead of a regex or a recursive parser, so a response of a megabyte or a
 //! hundred thousand nested braces costs microseconds to milliseconds, never a hang.
 
-use std::sync::LazyLock;
-
-use memchr::memmem::FinderRev;
+use std::borrow::Cow;
 
 use super::text::{is_py_space, py_strip};
 
@@ -37,14 +35,21 @@ fn tag_at(s: &str) -> Option<usize> {
     rest[end..].starts_with("|>").then_some(2 + end + 2)
 }
 
-fn remove_tags(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut last = 0;
-    let mut i = 0;
+/// `s` with every tag replaced by a newline (borrowed when it has none).
+fn remove_tags(s: &str) -> Cow<'_, str> {
     let b = s.as_bytes();
+    let Some(first) = memchr::memchr(b'<', b) else {
+        return Cow::Borrowed(s);
+    };
+    let mut out = String::new();
+    let mut last = 0;
+    let mut i = first;
     while let Some(k) = memchr::memchr(b'<', &b[i..]) {
         i += k;
         if let Some(len) = tag_at(&s[i..]) {
+            if out.capacity() == 0 {
+                out.reserve(s.len());
+            }
             out.push_str(&s[last..i]);
             out.push('\n');
             i += len;
@@ -53,8 +58,29 @@ fn remove_tags(s: &str) -> String {
             i += 1;
         }
     }
+    if last == 0 {
+        return Cow::Borrowed(s);
+    }
     out.push_str(&s[last..]);
-    out
+    Cow::Owned(out)
+}
+
+/// The line of `remove_tags(s)` that starts at byte `at` of `s`, read in place: it ends at a
+/// newline or a tag. Also returns where the next line starts in `s` (None at the end of `s`).
+fn tag_line(s: &str, at: usize) -> (&str, Option<usize>) {
+    let b = s.as_bytes();
+    let mut i = at;
+    while let Some(k) = memchr::memchr2(b'\n', b'<', &b[i..]) {
+        let p = i + k;
+        if b[p] == b'\n' {
+            return (&s[at..p], Some(p + 1));
+        }
+        if let Some(len) = tag_at(&s[p..]) {
+            return (&s[at..p], Some(p + len));
+        }
+        i = p + 1;
+    }
+    (&s[at..], None)
 }
 
 /// For every `{` at byte i, `m[i]` is the byte index of its matching `}` (usize::MAX if none).
@@ -80,11 +106,69 @@ pub fn brace_matches(s: &str) -> Vec<usize> {
 /// Content of the last `\boxed{...}` / `\fbox{...}` (balanced) or `\boxed x` (up to `$` or the
 /// end of the line); earlier boxes are tried when the last one is unclosed.
 fn last_boxed(s: &str) -> Option<&str> {
+    // The last box alone costs only the text after it; the full pass runs when it is unusable.
+    let after = last_box_start(s.as_bytes())?;
+    box_content_at(s, after).or_else(|| all_boxes_last(s))
+}
+
+/// Byte index just after the last `\boxed` / `\fbox`, found from the end.
+fn last_box_start(b: &[u8]) -> Option<usize> {
+    let mut end = b.len();
+    while let Some(i) = memchr::memrchr(b'\\', &b[..end]) {
+        if b[i..].starts_with(b"\\boxed") {
+            return Some(i + 6);
+        }
+        if b[i..].starts_with(b"\\fbox") {
+            return Some(i + 5);
+        }
+        end = i;
+    }
+    None
+}
+
+/// The content of the box whose command ends at `after`: its balanced `{...}` group, or for
+/// `\boxed x` the text up to `$` or the end of the line (None when empty).
+fn box_content_at(s: &str, after: usize) -> Option<&str> {
+    let b = s.as_bytes();
+    match b.get(after)? {
+        b'{' => matching_brace(b, after).map(|close| &s[after + 1..close]),
+        b' ' => {
+            let rest = &s[after + 1..];
+            let end = rest.find(['$', '\n']).unwrap_or(rest.len());
+            let content = py_strip(&rest[..end]);
+            (!content.is_empty()).then_some(content)
+        }
+        _ => None,
+    }
+}
+
+/// Index of the `}` that closes the `{` at `open` (a forward scan: the cost is the group).
+fn matching_brace(b: &[u8], open: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = open;
+    while let Some(k) = memchr::memchr2(b'{', b'}', &b[i..]) {
+        i += k;
+        if b[i] == b'{' {
+            depth += 1;
+        } else {
+            depth -= 1;
+            if depth == 0 {
+                return Some(i);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// [`last_boxed`] over every box, last first, with one brace table: linear however many boxes
+/// are unclosed.
+fn all_boxes_last(s: &str) -> Option<&str> {
     let m = brace_matches(s);
     let b = s.as_bytes();
     let mut starts = Vec::new();
     let mut pos = 0;
-    while let Some(k) = s[pos..].find('\\') {
+    while let Some(k) = memchr::memchr(b'\\', &b[pos..]) {
         let i = pos + k;
         for cmd in ["\\boxed", "\\fbox"] {
             if s[i..].starts_with(cmd) {
@@ -98,13 +182,8 @@ fn last_boxed(s: &str) -> Option<&str> {
             if m[after] != usize::MAX {
                 return Some(&s[after + 1..m[after]]);
             }
-        } else if after < b.len() && b[after] == b' ' {
-            let rest = &s[after + 1..];
-            let end = rest.find(['$', '\n']).unwrap_or(rest.len());
-            let content = py_strip(&rest[..end]);
-            if !content.is_empty() {
-                return Some(content);
-            }
+        } else if let Some(content) = box_content_at(s, after) {
+            return Some(content);
         }
     }
     None
@@ -118,7 +197,7 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 
 /// The answer of a `Final Answer:` line: its `\boxed{}` if any, else its first `$...$`, else the
 /// line without the Minerva phrases ("The final answer is", "I hope it is correct.").
-fn final_answer_content(line: &str) -> String {
+fn final_answer_content(line: &str) -> &str {
     let mut line = py_strip(line.trim_matches(|c: char| c == '*' || is_py_space(c)));
     if let Some(rest) = strip_prefix_ci(line, "the final answer is") {
         line = py_strip(rest);
@@ -131,61 +210,70 @@ fn final_answer_content(line: &str) -> String {
         }
     }
     if let Some(boxed) = last_boxed(line) {
-        return boxed.to_string();
+        return boxed;
     }
     if let Some(a) = line.find('$') {
         let dollars = if line[a..].starts_with("$$") { 2 } else { 1 };
         let inner = &line[a + dollars..];
         if let Some(z) = inner.find('$') {
-            return inner[..z].to_string();
+            return &inner[..z];
         }
     }
-    line.to_string()
+    line
 }
 
 /// The answer of a response: the last `Final Answer:` line (case-insensitive; the next non-empty
 /// line when it is empty), else the last `\boxed{}` / `\fbox{}`; tags removed first.
 pub fn extract_math_answer(response: &str) -> Option<String> {
+    find_math_answer(response).map(Cow::into_owned)
+}
+
+/// [`extract_math_answer`] without copying: the answer is a slice of `response` unless tags had
+/// to be removed from it.
+pub fn find_math_answer(response: &str) -> Option<Cow<'_, str>> {
     if let Some(start) = last_final_answer(response) {
-        let s = remove_tags(&response[start..]);
-        let mut rest = s.as_str();
+        // The lines of `remove_tags(response[start..])`, read in place.
+        let rest = &response[start..];
+        let mut at = 0;
         loop {
-            let (line, tail) = rest.split_once('\n').unwrap_or((rest, ""));
-            let content = final_answer_content(line);
-            if !py_strip(&content).is_empty() {
-                return Some(py_strip(&content).to_string());
+            let (line, next) = tag_line(rest, at);
+            let content = py_strip(final_answer_content(line));
+            if !content.is_empty() {
+                return Some(Cow::Borrowed(content));
             }
-            if tail.is_empty() || !py_strip(line).is_empty() {
-                break;
+            match next {
+                Some(n) if n < rest.len() && py_strip(line).is_empty() => at = n,
+                _ => break,
             }
-            rest = tail;
         }
     }
     let boxed = match quick_last_boxed(response) {
-        Some(content) => remove_tags(content),
+        Some(content) => match remove_tags(content) {
+            Cow::Borrowed(c) => Cow::Borrowed(py_strip(c)),
+            Cow::Owned(c) => Cow::Owned(py_strip(&c).to_string()),
+        },
         // The last box is unclosed (or absent): the linear full search over earlier ones.
-        None => last_boxed(&remove_tags(response))?.to_string(),
+        None => Cow::Owned(py_strip(all_boxes_last(&remove_tags(response))?).to_string()),
     };
-    let boxed = py_strip(&boxed);
-    (!boxed.is_empty()).then(|| boxed.to_string())
+    (!boxed.is_empty()).then_some(boxed)
 }
 
 /// Byte index just after the colon of the last `Final Answer:` (case-insensitive, spaces or
-/// `*` allowed before the colon). Searched backwards, so its cost is the text after it.
+/// `*` allowed before the colon). Searched backwards from colon to colon (rare in text, unlike
+/// the letter f), so its cost is about the text after it.
 fn last_final_answer(s: &str) -> Option<usize> {
     const KEY: &[u8] = b"final answer";
     let b = s.as_bytes();
     let mut end = b.len();
-    while let Some(i) = memchr::memrchr2(b'f', b'F', &b[..end]) {
-        end = i;
-        if b.len() - i >= KEY.len() && b[i..i + KEY.len()].eq_ignore_ascii_case(KEY) {
-            let mut j = i + KEY.len();
-            while j < b.len() && (b[j] == b' ' || b[j] == b'*') {
-                j += 1;
-            }
-            if j < b.len() && b[j] == b':' {
-                return Some(j + 1);
-            }
+    while let Some(colon) = memchr::memrchr(b':', &b[..end]) {
+        end = colon;
+        // The spaces / stars before this colon belong to it alone: the walk stays linear.
+        let mut k = colon;
+        while k > 0 && matches!(b[k - 1], b' ' | b'*') {
+            k -= 1;
+        }
+        if k >= KEY.len() && b[k - KEY.len()..k].eq_ignore_ascii_case(KEY) {
+            return Some(colon + 1);
         }
     }
     None
@@ -195,31 +283,11 @@ fn last_final_answer(s: &str) -> Option<usize> {
 /// case, found without scanning the text before it); `None` otherwise.
 fn quick_last_boxed(s: &str) -> Option<&str> {
     let b = s.as_bytes();
-    static BOXED: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\\boxed"));
-    static FBOX: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\\fbox"));
-    let boxed = BOXED.rfind(b).map(|i| i + 6);
-    let fbox = FBOX.rfind(b).map(|i| i + 5);
-    let after = boxed.max(fbox)?;
-    match b.get(after)? {
-        b'{' => {
-            let mut depth = 0usize;
-            let mut i = after;
-            while let Some(k) = memchr::memchr2(b'{', b'}', &b[i..]) {
-                i += k;
-                if b[i] == b'{' {
-                    depth += 1;
-                } else {
-                    depth -= 1;
-                    if depth == 0 {
-                        return Some(&s[after + 1..i]);
-                    }
-                }
-                i += 1;
-            }
-            None
-        }
-        _ => None,
+    let after = last_box_start(b)?;
+    if b.get(after) != Some(&b'{') {
+        return None;
     }
+    matching_brace(b, after).map(|close| &s[after + 1..close])
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -475,7 +543,7 @@ fn brace_shorthands(s: &str) -> String {
     let group_end = |at: usize| -> Option<usize> {
         // End (exclusive) of the group starting at `at`, or None when there is none.
         match b.get(at)? {
-            b'{' => (m[at] != usize::MAX).then_some(m[at] + 1),
+            b'{' => (m[at] != usize::MAX).then(|| m[at] + 1),
             b'\\' | b'}' => None,
             _ => Some(at + s[at..].chars().next()?.len_utf8()),
         }
@@ -558,24 +626,51 @@ fn drop_assignment(s: &str) -> &str {
 
 /// `1,234,567` (whole string, groups of three) -> `1234567`.
 fn drop_thousands(s: &str) -> String {
-    let body = s.strip_prefix(['-', '+']).unwrap_or(s);
-    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
-    let groups: Vec<&str> = int.split(',').collect();
-    let ok = groups.len() > 1
-        && (1..=3).contains(&groups[0].len())
-        && groups.iter().all(|g| g.bytes().all(|c| c.is_ascii_digit()))
-        && groups[1..].iter().all(|g| g.len() == 3)
-        && frac.bytes().all(|c| c.is_ascii_digit());
-    if ok {
+    if is_thousands(s.as_bytes()) {
         s.replace(',', "")
     } else {
         s.to_string()
     }
 }
 
+/// The whole string is a number with thousands separators: an optional sign, 1 to 3 digits,
+/// groups of 3 digits after commas, an optional decimal part.
+fn is_thousands(s: &[u8]) -> bool {
+    let body = match s.first() {
+        Some(b'-' | b'+') => &s[1..],
+        _ => s,
+    };
+    let dot = body.iter().position(|&c| c == b'.');
+    let (int, frac) = dot.map_or((body, &[][..]), |d| (&body[..d], &body[d + 1..]));
+    let mut groups = int.split(|&c| c == b',');
+    let first = groups.next().unwrap_or_default();
+    let mut rest = 0;
+    let digits = |g: &[u8]| g.iter().all(u8::is_ascii_digit);
+    (1..=3).contains(&first.len())
+        && digits(first)
+        && groups.all(|g| {
+            rest += 1;
+            g.len() == 3 && digits(g)
+        })
+        && rest > 0
+        && digits(frac)
+}
+
 /// Canonical form of an answer string (see the module docs for the rules).
 pub fn normalize_math(answer: &str) -> Normalized {
-    // Plain numbers (most answers) skip the LaTeX passes, which would not change them.
+    let mut short = Short::new();
+    if fast_canon(answer, &mut short).is_some() {
+        return Normalized {
+            canon: short.as_str().to_owned(),
+            percent: false,
+        };
+    }
+    normalize_general(answer)
+}
+
+/// [`normalize_math`] by the general passes, for any answer.
+fn normalize_general(answer: &str) -> Normalized {
+    // Plain numbers skip the LaTeX passes, which would not change them.
     let simple = |c: u8| matches!(c, b'0'..=b'9' | b'+' | b'-' | b'.' | b'/' | b',' | b' ');
     if answer.bytes().all(simple) {
         return finish(&answer.replace(",,", ","), false);
@@ -594,6 +689,232 @@ pub fn normalize_math(answer: &str) -> Normalized {
     let s = drop_units(&s);
     let s = drop_assignment(s);
     finish(s, percent)
+}
+
+/// Longest answer the fast path takes (its buffers live on the stack).
+const SHORT_MAX: usize = 96;
+/// Room for the fast path's steps: shorthands and leading zeros only add characters (and a
+/// string that outgrows it goes to the general passes).
+const SHORT_CAP: usize = 2 * SHORT_MAX;
+
+/// A short ASCII string built on the stack by [`fast_canon`].
+struct Short {
+    len: usize,
+    buf: [u8; SHORT_CAP],
+}
+
+impl Short {
+    fn new() -> Self {
+        Self {
+            len: 0,
+            buf: [0; SHORT_CAP],
+        }
+    }
+
+    fn push(&mut self, c: u8) -> Option<()> {
+        *self.buf.get_mut(self.len)? = c;
+        self.len += 1;
+        Some(())
+    }
+
+    fn extend(&mut self, s: &[u8]) -> Option<()> {
+        self.buf
+            .get_mut(self.len..self.len + s.len())?
+            .copy_from_slice(s);
+        self.len += s.len();
+        Some(())
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII bytes are ever pushed, so this never falls back.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+}
+
+fn trim_spaces(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|&c| c != b' ').unwrap_or(s.len());
+    let end = s.iter().rposition(|&c| c != b' ').map_or(start, |e| e + 1);
+    &s[start..end]
+}
+
+/// `s` contains the two bytes `pair` side by side.
+fn contains(s: &[u8], pair: &[u8; 2]) -> bool {
+    s.windows(2).any(|w| w[0] == pair[0] && w[1] == pair[1])
+}
+
+/// The fast path of [`normalize_math`]: the canonical form of a short answer made of numbers,
+/// fractions, tuples, intervals and sets (with `\left` / `\right`, `\dfrac`, spaces, an `x =`
+/// prefix), written into `out` without allocating. `None` for anything else, which the general
+/// passes then take.
+///
+/// Wherever it answers, it answers exactly `normalize_general(answer)` (with no percent sign):
+/// each step below is a general pass restricted to these characters, and the characters it
+/// refuses are the ones the passes it skips would act on (units and `\text` need letters, `$`,
+/// `%`, `^\circ`, `\,` and the other removed commands need their own characters). The
+/// `fast_path_equals_general` test checks this on random strings.
+fn fast_canon(answer: &str, out: &mut Short) -> Option<()> {
+    let a = answer.as_bytes();
+    if a.len() > SHORT_MAX {
+        return None;
+    }
+    // `\dfrac` / `\tfrac` -> `\frac`; `\left` / `\right` dropped (the only removed commands these
+    // characters can spell); a backslash before anything else is not for this path.
+    let mut s1 = Short::new();
+    // Letters outside the commands: where the first one is, and how many.
+    let (mut letter_at, mut letters) = (0, 0);
+    let mut i = 0;
+    while i < a.len() {
+        let c = a[i];
+        if c == b'\\' {
+            let rest = &a[i + 1..];
+            let (skip, keep): (usize, &[u8]) = if rest.starts_with(b"left") {
+                (5, b"")
+            } else if rest.starts_with(b"right") {
+                (6, b"")
+            } else if rest.starts_with(b"frac") {
+                (5, b"\\frac")
+            } else if rest.starts_with(b"dfrac") || rest.starts_with(b"tfrac") {
+                (6, b"\\frac")
+            } else if matches!(rest.first(), Some(b'{' | b'}')) {
+                (2, &a[i..i + 2])
+            } else {
+                return None;
+            };
+            s1.extend(keep)?;
+            i += skip;
+            continue;
+        }
+        if c.is_ascii_alphabetic() {
+            letter_at = s1.len;
+            letters += 1;
+        } else if !(c.is_ascii_digit() || b"+-./,()[]{}= ".contains(&c)) {
+            return None;
+        }
+        s1.push(c)?;
+        i += 1;
+    }
+    let s1 = s1.as_bytes();
+    let lead = s1.iter().take_while(|&&c| c == b' ').count();
+    let s1 = trim_spaces(s1);
+    // `,,` and `{,}` are rewritten by the general passes.
+    if contains(s1, b",,") || contains(s1, b"{,") {
+        return None;
+    }
+    let equals = s1.iter().filter(|&&c| c == b'=').count();
+    // Letters: only a one-letter variable before the one `=`, dropped (`x = 3`).
+    let body = match (letters, equals) {
+        (0, 0) => s1,
+        (1, 1) if letter_at == lead => {
+            let rhs = trim_spaces(&s1[1..]).strip_prefix(b"=")?;
+            if trim_spaces(rhs).is_empty() {
+                return None;
+            }
+            rhs
+        }
+        _ => return None,
+    };
+    // Strip, trailing dots, then spaces go (a spaced mixed number `3 1/2` is the general path's).
+    let body = trim_spaces(body);
+    let end = body.iter().rposition(|&c| c != b'.').map_or(0, |e| e + 1);
+    let body = &body[..end];
+    if is_mixed_spaced(body) {
+        return None;
+    }
+    let mut compact = Short::new();
+    for &c in body.iter().filter(|&&c| c != b' ') {
+        compact.push(c)?;
+    }
+    let compact = compact.as_bytes();
+    if compact.is_empty() || contains(compact, b",,") {
+        return None;
+    }
+    // `\frac12` -> `\frac{1}{2}`.
+    let mut braced = Short::new();
+    let c = if compact.contains(&b'\\') {
+        brace_shorthands_short(compact, &mut braced)?;
+        braced.as_bytes()
+    } else {
+        compact
+    };
+    // Thousands separators, then `.5` -> `0.5`, then trailing dots.
+    let mut plain = Short::new();
+    let c = if is_thousands(c) {
+        for &x in c.iter().filter(|&&x| x != b',') {
+            plain.push(x)?;
+        }
+        plain.as_bytes()
+    } else {
+        c
+    };
+    let mut prev: Option<u8> = None;
+    for (j, &x) in c.iter().enumerate() {
+        if x == b'.'
+            && c.get(j + 1).is_some_and(u8::is_ascii_digit)
+            && prev.map_or(true, |p| b"{([,-+/".contains(&p))
+        {
+            out.push(b'0')?;
+        }
+        out.push(x)?;
+        prev = Some(x);
+    }
+    while out.len > 0 && out.buf[out.len - 1] == b'.' {
+        out.len -= 1;
+    }
+    (out.len > 0).then_some(())
+}
+
+/// [`mixed_spaced`] would rewrite `s` (spaces are its only whitespace).
+fn is_mixed_spaced(s: &[u8]) -> bool {
+    let Some(space) = s.iter().position(|&c| c == b' ') else {
+        return false;
+    };
+    let (whole, frac) = (&s[..space], trim_spaces(&s[space + 1..]));
+    let Some(slash) = frac.iter().position(|&c| c == b'/') else {
+        return false;
+    };
+    let digits = |t: &[u8]| !t.is_empty() && t.iter().all(u8::is_ascii_digit);
+    let w = match whole.first() {
+        Some(b'-' | b'+') => &whole[1..],
+        _ => whole,
+    };
+    digits(w) && digits(&frac[..slash]) && digits(&frac[slash + 1..])
+}
+
+/// [`brace_shorthands`] of a short string without spaces, into `out`.
+fn brace_shorthands_short(s: &[u8], out: &mut Short) -> Option<()> {
+    let mut wrap = [false; SHORT_CAP];
+    let group_end = |at: usize| -> Option<usize> {
+        match s.get(at)? {
+            b'{' => matching_brace(s, at).map(|close| close + 1),
+            b'\\' | b'}' => None,
+            _ => Some(at + 1),
+        }
+    };
+    for i in 0..s.len() {
+        if s[i..].starts_with(b"\\frac") {
+            let g1 = i + 5;
+            if let Some(e1) = group_end(g1) {
+                if s[g1] != b'{' {
+                    wrap[g1] = true;
+                }
+                if group_end(e1).is_some() && s[e1] != b'{' {
+                    wrap[e1] = true;
+                }
+            }
+        }
+    }
+    for (i, &c) in s.iter().enumerate() {
+        if wrap[i] {
+            out.extend(&[b'{', c, b'}'])?;
+        } else {
+            out.push(c)?;
+        }
+    }
+    Some(())
 }
 
 /// The passes shared by every answer: mixed numbers, spaces, shorthands, thousands, `.5`.
@@ -660,13 +981,54 @@ pub struct Rational {
     den: i128,
 }
 
-fn gcd(mut a: i128, mut b: i128) -> i128 {
-    a = a.abs();
-    b = b.abs();
-    while b != 0 {
-        (a, b) = (b, a % b);
+/// Stein's binary gcd (shifts and subtractions) on one unsigned integer type.
+macro_rules! binary_gcd {
+    ($a:expr, $b:expr) => {{
+        let (mut a, mut b) = ($a, $b);
+        if a == 0 || b == 0 {
+            a | b
+        } else {
+            let shift = (a | b).trailing_zeros();
+            a >>= a.trailing_zeros();
+            loop {
+                b >>= b.trailing_zeros();
+                if a > b {
+                    std::mem::swap(&mut a, &mut b);
+                }
+                b -= a;
+                if b == 0 {
+                    break a << shift;
+                }
+            }
+        }
+    }};
+}
+
+fn gcd(a: i128, b: i128) -> i128 {
+    let (a, b) = (a.unsigned_abs(), b.unsigned_abs());
+    let g = match (u64::try_from(a), u64::try_from(b)) {
+        // Nearly always: 64-bit words, no 128-bit division calls.
+        (Ok(a), Ok(b)) => u128::from(binary_gcd!(a, b)),
+        _ => binary_gcd!(a, b),
+    };
+    // At most max(|a|, |b|), and no Rational holds i128::MIN.
+    i128::try_from(g).unwrap_or(i128::MAX)
+}
+
+/// `a / d` for a divisor `d >= 1`, in 64 bits when both fit.
+fn div_by(a: i128, d: i128) -> i128 {
+    match (i64::try_from(a), i64::try_from(d)) {
+        (Ok(a), Ok(d)) => i128::from(a / d),
+        _ => a / d,
     }
-    a
+}
+
+/// `a * b`, None on overflow; a plain multiplication when both fit 64 bits.
+fn mul(a: i128, b: i128) -> Option<i128> {
+    match (i64::try_from(a), i64::try_from(b)) {
+        (Ok(a), Ok(b)) => Some(i128::from(a) * i128::from(b)),
+        _ => a.checked_mul(b),
+    }
 }
 
 impl Rational {
@@ -675,7 +1037,7 @@ impl Rational {
             return None;
         }
         let g = gcd(num, den).max(1);
-        let (mut n, mut d) = (num / g, den / g);
+        let (mut n, mut d) = (div_by(num, g), div_by(den, g));
         if d < 0 {
             n = n.checked_neg()?;
             d = d.checked_neg()?;
@@ -686,8 +1048,8 @@ impl Rational {
     fn div(self, o: Self) -> Option<Self> {
         let g1 = gcd(self.num, o.num).max(1);
         let g2 = gcd(self.den, o.den).max(1);
-        let n = (self.num / g1).checked_mul(o.den / g2)?;
-        let d = (self.den / g2).checked_mul(o.num / g1)?;
+        let n = mul(div_by(self.num, g1), div_by(o.den, g2))?;
+        let d = mul(div_by(self.den, g2), div_by(o.num, g1))?;
         Self::new(n, d)
     }
 
@@ -708,24 +1070,27 @@ impl Rational {
 
     /// An unsigned decimal `12`, `12.`, `0.5`, `12.50` (digits only; no exponent).
     fn parse_unsigned_decimal(s: &str) -> Option<Self> {
-        let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+        let b = s.as_bytes();
+        let (int, frac) = match b.iter().position(|&c| c == b'.') {
+            Some(dot) => (&b[..dot], &b[dot + 1..]),
+            None => (b, &[][..]),
+        };
         if int.is_empty() && frac.is_empty() {
             return None;
         }
-        if !int.bytes().all(|c| c.is_ascii_digit()) || !frac.bytes().all(|c| c.is_ascii_digit()) {
+        if !int.iter().all(u8::is_ascii_digit) || !frac.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        let frac = frac.trim_end_matches('0');
-        let int = int.trim_start_matches('0');
+        let frac = &frac[..frac.iter().rposition(|&c| c != b'0').map_or(0, |p| p + 1)];
+        let int = &int[int.iter().position(|&c| c != b'0').unwrap_or(int.len())..];
         if int.len() + frac.len() > 36 {
             return None;
         }
-        let digits = format!("{int}{frac}");
-        let num: i128 = if digits.is_empty() {
-            0
-        } else {
-            digits.parse().ok()?
-        };
+        // At most 36 digits: always fits an i128.
+        let num = int
+            .iter()
+            .chain(frac)
+            .fold(0i128, |n, &c| n * 10 + i128::from(c - b'0'));
         let den = 10i128.checked_pow(u32::try_from(frac.len()).ok()?)?;
         Self::new(num, den)
     }
@@ -750,6 +1115,20 @@ fn parse_frac(s: &str) -> Option<(Rational, usize)> {
     Some((v, used))
 }
 
+/// Byte index of the first `\frac{` in `s`.
+fn find_frac(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while let Some(k) = memchr::memchr(b'\\', &b[i..]) {
+        i += k;
+        if b[i..].starts_with(b"\\frac{") {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
 /// A number: signed decimal, `a/b`, `\frac{a}{b}`, `-\frac{a}{b}`, mixed `3\frac{1}{2}`.
 pub fn parse_number(s: &str) -> Option<Rational> {
     let (neg, body) = match s.as_bytes().first()? {
@@ -761,7 +1140,7 @@ pub fn parse_number(s: &str) -> Option<Rational> {
         v
     } else if let Some((v, used)) = parse_frac(body) {
         (used == body.len()).then_some(v)?
-    } else if let Some(k) = body.find("\\frac{") {
+    } else if let Some(k) = find_frac(body) {
         // Mixed number: an integer immediately followed by a proper fraction.
         let whole = &body[..k];
         if whole.is_empty() || !whole.bytes().all(|c| c.is_ascii_digit()) {
@@ -798,6 +1177,20 @@ enum Value {
     Set(Vec<Value>),
     /// `a, b` without brackets: ordered.
     List(Vec<Value>),
+}
+
+/// True when `s` has a top-level comma (`split_top(s).len() > 1`, without building the parts).
+fn has_top_comma(s: &str) -> bool {
+    let mut depth: i64 = 0;
+    for c in s.bytes() {
+        match c {
+            b'{' | b'(' | b'[' => depth += 1,
+            b'}' | b')' | b']' => depth -= 1,
+            b',' if depth == 0 => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Splits at top-level commas (outside `{}`, `()`, `[]`).
@@ -846,7 +1239,7 @@ fn parse_value(s: &str, depth: usize) -> Value {
     let (first, last) = (s.chars().next(), s.chars().last());
     if let (Some(o @ ('(' | '[')), Some(c @ (')' | ']'))) = (first, last) {
         let inner = &s[1..s.len() - 1];
-        if split_top(inner).len() > 1 {
+        if has_top_comma(inner) {
             return elements(inner).map_or_else(atom, |v| Value::Tuple(o, c, v));
         }
         if o == '(' && c == ')' {
@@ -854,7 +1247,7 @@ fn parse_value(s: &str, depth: usize) -> Value {
             return parse_value(inner, depth + 1);
         }
     }
-    if split_top(s).len() > 1 {
+    if has_top_comma(s) {
         return elements(s).map_or_else(atom, Value::List);
     }
     parse_number(s).map_or_else(atom, Value::Number)
@@ -897,13 +1290,15 @@ pub fn normalized_equal(p: &Normalized, g: &Normalized, percent: bool) -> bool {
         return true;
     }
     let (vp, vg) = (parse_value(&p.canon, 0), parse_value(&g.canon, 0));
-    if values_equal(&vp, &vg) {
-        return true;
-    }
-    if percent && p.percent != g.percent {
-        if let (Value::Number(x), Value::Number(y)) = (&vp, &vg) {
+    values_equal(&vp, &vg) || percent_equal(p.percent, &vp, g.percent, &vg, percent)
+}
+
+/// `50\%` == `0.5` (only with the `percent` option, and only between plain numbers).
+fn percent_equal(pp: bool, vp: &Value, gp: bool, vg: &Value, percent: bool) -> bool {
+    if percent && pp != gp {
+        if let (Value::Number(x), Value::Number(y)) = (vp, vg) {
             let hundred = Rational { num: 100, den: 1 };
-            let (pc, other) = if p.percent { (x, y) } else { (y, x) };
+            let (pc, other) = if pp { (x, y) } else { (y, x) };
             return pc.div(hundred).is_some_and(|v| v == *other);
         }
     }
@@ -915,16 +1310,52 @@ pub fn math_equal(pred: &str, gold: &str, percent: bool) -> bool {
     normalized_equal(&normalize_math(pred), &normalize_math(gold), percent)
 }
 
+/// A gold answer normalized and parsed once, to be compared with many predictions.
+#[derive(Debug, Clone)]
+pub struct Gold {
+    norm: Normalized,
+    value: Value,
+}
+
+impl Gold {
+    /// Normalizes and parses `gold`.
+    pub fn new(gold: &str) -> Self {
+        let norm = normalize_math(gold);
+        let value = parse_value(&norm.canon, 0);
+        Self { norm, value }
+    }
+
+    /// [`normalized_equal`] of a prediction's canonical form and this gold; `value` caches the
+    /// prediction's parse across golds.
+    fn equals(&self, canon: &str, pp: bool, value: &mut Option<Value>, percent: bool) -> bool {
+        if canon.is_empty() || self.norm.canon.is_empty() {
+            return false;
+        }
+        if canon == self.norm.canon {
+            return true;
+        }
+        let vp = value.get_or_insert_with(|| parse_value(canon, 0));
+        values_equal(vp, &self.value)
+            || percent_equal(pp, vp, self.norm.percent, &self.value, percent)
+    }
+}
+
 /// Scores one response against its golds: `Some(true)` correct, `Some(false)` an answer that is
 /// not equal, `None` no answer found.
 pub fn judge_response<'a>(
     response: &str,
-    mut golds: impl Iterator<Item = &'a Normalized>,
+    mut golds: impl Iterator<Item = &'a Gold>,
     percent: bool,
 ) -> Option<bool> {
-    let answer = extract_math_answer(response)?;
-    let p = normalize_math(&answer);
-    Some(golds.any(|g| normalized_equal(&p, g, percent)))
+    let answer = find_math_answer(response)?;
+    let mut value = None;
+    let mut short = Short::new();
+    if fast_canon(&answer, &mut short).is_some() {
+        let canon = short.as_str();
+        return Some(golds.any(|g| g.equals(canon, false, &mut value, percent)));
+    }
+    let p = normalize_general(&answer);
+    Some(golds.any(|g| g.equals(&p.canon, p.percent, &mut value, percent)))
 }
 
 #[cfg(test)]
@@ -988,6 +1419,256 @@ mod tests {
         assert!(!eq("x=3", "3x") && !eq("[1,2)", "(1,2)") && !eq("", ""));
         assert!(!eq("50\\%", "0.5") && math_equal("50\\%", "0.5", true));
         assert!(eq("1/0", "1/0") && !eq("1/0", "2/0"));
+    }
+
+    /// Random strings over the characters and commands both paths care about.
+    fn random_answers(n: usize, seed: u64, tokens: &[&str]) -> Vec<String> {
+        let mut state = seed;
+        let mut next = move |m: usize| {
+            // xorshift64*: deterministic, no dependency.
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % m
+        };
+        (0..n)
+            .map(|_| {
+                let len = 1 + next(10);
+                (0..len).map(|_| tokens[next(tokens.len())]).collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fast_path_equals_general() {
+        const ANY: [&str; 60] = [
+            "0", "1", "2", "3", "5", "9", "00", "12", ".", ".", "-", "+", "/", ",", ",", " ", " ",
+            "  ", "(", ")", "[", "]", "{", "}", "\\{", "\\}", "\\frac", "\\frac", "\\dfrac",
+            "\\tfrac", "\\left", "\\right", "x", "m", "=", " = ", "\\sqrt", "%", "\\%", "$", "^2",
+            "\\text{", "cm", "\\,", "\\!", "\\in", "{,}", ",,", "\\\\", "\\lef", "e", "\n", "\t",
+            "\u{2212}", "°", "^\\circ", "\\boxed{", ":", "1,000", "x=",
+        ];
+        // Mostly what the fast path takes, so that its edges get hit often.
+        const NUMERIC: [&str; 24] = [
+            "0", "1", "7", "12", ".", "-", "+", "/", ",", " ", "(", ")", "[", "]", "{", "}", "\\{",
+            "\\}", "\\frac", "\\dfrac", "\\left", "\\right", "x", "=",
+        ];
+        let mut forms = random_answers(100_000, 0x9e37_79b9_7f4a_7c15, &ANY);
+        forms.extend(random_answers(100_000, 0x2545_f491_4f6c_dd1d, &NUMERIC));
+        // The shapes answers have in practice, in all their spellings.
+        for a in [
+            "5",
+            "-5",
+            "+005",
+            "5.",
+            "5.0",
+            "1,234",
+            "-1,234.50",
+            ".5",
+            "-.5",
+            "1/2",
+            "-3/4",
+            "3/-4",
+            "1/.5",
+            "\\frac{1}{2}",
+            "-\\frac{1}{2}",
+            "\\frac{-1}{2}",
+            "\\dfrac12",
+            "\\tfrac{1}2",
+            "3\\frac{1}{2}",
+            "3\\frac12",
+            "\\frac123",
+            "\\frac1{2}",
+            "(1, 2)",
+            "\\left( 1, 2 \\right)",
+            "[-3, .5)",
+            "\\{1, 2, 3\\}",
+            "\\left\\{ 1,2 \\right\\}",
+            "x = 5",
+            "x=\\frac{1}{2}",
+            "y = (1, 2)",
+            "x = 1,234",
+            "(1,2) .",
+            "5 .",
+            "3 1/2",
+            "x = 3 1/2",
+            "(3)",
+            "[3]",
+            "\\frac{1}{0}",
+            "1/0",
+            "(1,2)(3,4)",
+            "\\{\\}",
+            "()",
+            "\\frac{}{}",
+            "\\frac",
+            "\\frac{1",
+            "-",
+            ".",
+            "x =",
+            "= 5",
+            "x = = 5",
+            "\\leftx = 5",
+        ] {
+            forms.push(a.to_string());
+        }
+        // These must take the fast path.
+        for a in [
+            "5",
+            "-5",
+            "+005",
+            "5.",
+            "1,234",
+            ".5",
+            "-3/4",
+            "\\frac{1}{2}",
+            "-\\dfrac12",
+            "3\\frac{1}{2}",
+            "(1, 2)",
+            "\\left( 1, 2 \\right)",
+            "[-3, .5)",
+            "\\{1, 2, 3\\}",
+            "\\left\\{ 1,2 \\right\\}",
+            "x = 5",
+            "x = -\\tfrac25",
+            "y = (1, 2)",
+            "\\left[ \\frac{-30}{2} , 1\\frac{1}{2} \\right)",
+        ] {
+            assert!(fast_canon(a, &mut Short::new()).is_some(), "answer {a:?}");
+        }
+        let mut fast = 0;
+        for a in &forms {
+            let mut short = Short::new();
+            if fast_canon(a, &mut short).is_some() {
+                fast += 1;
+                let general = normalize_general(a);
+                assert_eq!(short.as_str(), general.canon, "answer {a:?}");
+                assert!(!general.percent, "answer {a:?}");
+            }
+        }
+        // The fast path must actually be taken, not only be right when it is.
+        assert!(fast > forms.len() / 10, "{fast} of {}", forms.len());
+        eprintln!("fast path: {fast} of {}", forms.len());
+    }
+
+    /// [`find_math_answer`] as first written: tags removed from a full copy, the `Final Answer:`
+    /// key found by trying every `f`, lines split from the copy, the last box of the response
+    /// found with `rfind` and a brace table.
+    fn reference_answer(response: &str) -> Option<String> {
+        let b = response.as_bytes();
+        let key = (0..b.len()).rev().find_map(|i| {
+            let k = b.get(i..i + 12)?;
+            if !k.eq_ignore_ascii_case(b"final answer") {
+                return None;
+            }
+            let j = i
+                + 12
+                + b[i + 12..]
+                    .iter()
+                    .take_while(|&&c| c == b' ' || c == b'*')
+                    .count();
+            (b.get(j) == Some(&b':')).then_some(j + 1)
+        });
+        if let Some(start) = key {
+            let s = remove_tags(&response[start..]).into_owned();
+            let mut rest = s.as_str();
+            loop {
+                let (line, tail) = rest.split_once('\n').unwrap_or((rest, ""));
+                let content = final_answer_content(line);
+                if !py_strip(content).is_empty() {
+                    return Some(py_strip(content).to_string());
+                }
+                if tail.is_empty() || !py_strip(line).is_empty() {
+                    break;
+                }
+                rest = tail;
+            }
+        }
+        let last = |cmd: &str| response.rfind(cmd).map(|i| i + cmd.len());
+        let quick = last("\\boxed").max(last("\\fbox")).and_then(|after| {
+            let m = brace_matches(response);
+            (b.get(after) == Some(&b'{') && m[after] != usize::MAX)
+                .then(|| &response[after + 1..m[after]])
+        });
+        let boxed = match quick {
+            Some(content) => remove_tags(content).into_owned(),
+            None => all_boxes_last(&remove_tags(response))?.to_string(),
+        };
+        let boxed = py_strip(&boxed);
+        (!boxed.is_empty()).then(|| boxed.to_string())
+    }
+
+    #[test]
+    fn extraction_equals_reference() {
+        const PIECES: [&str; 34] = [
+            "Final Answer:",
+            "final answer :",
+            "FINAL ANSWER**:",
+            "Final Answer",
+            "\n",
+            "\n\n",
+            "<think>",
+            "</think>",
+            "<Summary>",
+            "</Summary>",
+            "<|im_end|>",
+            "<|{|>",
+            "<",
+            "|>",
+            "\\boxed{",
+            "\\boxed ",
+            "\\fbox{",
+            "\\boxed",
+            "{",
+            "}",
+            "$",
+            "$$",
+            "1",
+            "x = 2",
+            " ",
+            "The final answer is ",
+            " I hope it is correct.",
+            "*",
+            ":",
+            "f",
+            "answer",
+            "\\frac{1}{2}",
+            "**",
+            "text ",
+        ];
+        for (i, r) in random_answers(100_000, 0x51_7cc1_b727_220a, &PIECES)
+            .iter()
+            .enumerate()
+        {
+            let got = find_math_answer(r).map(Cow::into_owned);
+            assert_eq!(got, reference_answer(r), "response {i}: {r:?}");
+            // The last box alone, else all of them: the same box as trying all of them.
+            assert_eq!(last_boxed(r), all_boxes_last(r), "response {i}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn gcd_and_arithmetic_match_plain_i128() {
+        let euclid = |mut a: i128, mut b: i128| {
+            (a, b) = (a.abs(), b.abs());
+            while b != 0 {
+                (a, b) = (b, a % b);
+            }
+            a
+        };
+        let mut x: u128 = 0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834;
+        for k in 0..20_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Small, 64-bit and full 128-bit magnitudes, both signs.
+            let shift = [120, 100, 64, 70, 20][k as usize % 5];
+            let a = (x as i128) >> shift;
+            let b = ((x >> 64) as i128 ^ (x as i128)) >> ((shift + 3) % 127);
+            assert_eq!(gcd(a, b), euclid(a, b), "{a} {b}");
+            let d = b.abs().max(1);
+            assert_eq!(div_by(a, d), a / d);
+            assert_eq!(mul(a, b), a.checked_mul(b));
+        }
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub mod qa;
 pub mod recipe;
 pub mod text;
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -25,14 +28,19 @@ pub use qa::Metric;
 
 /// Checks that there is one non-empty gold list per response.
 pub fn check_golds(n: usize, golds: &[Vec<String>]) -> Result<()> {
-    if golds.len() != n {
+    check_gold_counts(n, golds.len(), golds.iter().position(Vec::is_empty))
+}
+
+/// [`check_golds`] from the number of gold lists and the first empty one.
+fn check_gold_counts(n: usize, lists: usize, first_empty: Option<usize>) -> Result<()> {
+    if lists != n {
         return Err(Error::shape(
             "golds",
             format!("one gold (or list of golds) per response ({n})"),
-            format!("{} entries", golds.len()),
+            format!("{lists} entries"),
         ));
     }
-    if let Some(i) = golds.iter().position(Vec::is_empty) {
+    if let Some(i) = first_empty {
         return Err(Error::value(
             format!("golds[{i}]"),
             "at least one gold answer",
@@ -97,26 +105,122 @@ pub fn extract_answers(responses: &[impl AsRef<str> + Sync]) -> Result<Vec<Optio
     })
 }
 
-/// Each distinct gold answer normalized once (RL batches repeat golds across a group), and per
-/// response the indices of its golds in that table.
-fn prepare_golds(golds: &[Vec<String>]) -> Result<(Vec<math::Normalized>, Vec<Vec<usize>>)> {
-    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    let mut unique: Vec<&str> = Vec::new();
-    let refs = golds
-        .iter()
-        .map(|gs| {
-            gs.iter()
-                .map(|g| {
-                    *index.entry(g.as_str()).or_insert_with(|| {
-                        unique.push(g.as_str());
-                        unique.len() - 1
-                    })
-                })
-                .collect()
+/// The gold answers of a math batch: each distinct gold string normalized and parsed once (RL
+/// batches repeat a prompt's gold across its group of samples), and per response the indices of
+/// its golds in that table.
+pub struct MathGolds {
+    table: Vec<math::Gold>,
+    /// Response i's golds are `table[ids[k]]` for k in `offsets[i]..offsets[i + 1]`.
+    offsets: Vec<usize>,
+    ids: Vec<u32>,
+}
+
+impl MathGolds {
+    /// From one list of gold strings per response.
+    pub fn new(golds: &[Vec<String>]) -> Result<Self> {
+        let strings: Vec<&str> = golds.iter().flatten().map(String::as_str).collect();
+        let mut offsets = Vec::with_capacity(golds.len() + 1);
+        offsets.push(0);
+        for gs in golds {
+            offsets.push(offsets[offsets.len() - 1] + gs.len());
+        }
+        let ids = (0..strings.len())
+            .map(|k| u32::try_from(k).map_err(|_| too_many(k)))
+            .collect::<Result<_>>()?;
+        Self::from_parts(&strings, offsets, ids)
+    }
+
+    /// From gold strings (repeats allowed) and, per response i, the indices into `strings` of its
+    /// golds: `ids[offsets[i]..offsets[i + 1]]` (`offsets` starts at 0, one more than responses).
+    pub fn from_parts(
+        strings: &[impl AsRef<str> + Sync],
+        offsets: Vec<usize>,
+        ids: Vec<u32>,
+    ) -> Result<Self> {
+        let mut index: HashMap<&str, u32, BuildHasherDefault<FxHasher>> = HashMap::default();
+        let mut unique: Vec<&str> = Vec::new();
+        let remap = strings
+            .iter()
+            .map(|s| {
+                let s = s.as_ref();
+                if let Some(&k) = index.get(s) {
+                    return Ok(k);
+                }
+                let k = u32::try_from(unique.len()).map_err(|_| too_many(unique.len()))?;
+                index.insert(s, k);
+                unique.push(s);
+                Ok(k)
+            })
+            .collect::<Result<Vec<u32>>>()?;
+        let ids = ids
+            .into_iter()
+            .map(|k| {
+                remap
+                    .get(k as usize)
+                    .copied()
+                    .ok_or_else(|| Error::value("golds", "indices into the gold strings", k))
+            })
+            .collect::<Result<_>>()?;
+        // A handful of distinct golds is not worth waking the pool.
+        let table = if unique.len() <= 64 {
+            unique.iter().map(|g| math::Gold::new(g)).collect()
+        } else {
+            par_map(unique.len(), |i| math::Gold::new(unique[i]))?
+        };
+        Ok(Self {
+            table,
+            offsets,
+            ids,
         })
-        .collect();
-    let table = par_map(unique.len(), |i| math::normalize_math(unique[i]))?;
-    Ok((table, refs))
+    }
+
+    /// Number of responses.
+    pub fn len(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    /// True when there are no responses.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn golds_of(&self, i: usize) -> impl Iterator<Item = &math::Gold> {
+        self.ids[self.offsets[i]..self.offsets[i + 1]]
+            .iter()
+            .map(|&k| &self.table[k as usize])
+    }
+
+    fn check(&self, n: usize) -> Result<()> {
+        let first_empty = (0..self.len()).find(|&i| self.offsets[i] == self.offsets[i + 1]);
+        check_gold_counts(n, self.len(), first_empty)
+    }
+}
+
+fn too_many(k: usize) -> Error {
+    Error::value("golds", "fewer than 2**32 gold answers", k)
+}
+
+/// FxHash (rustc's hasher): the gold table hashes short strings it owns, no untrusted-key
+/// flooding concern, and SipHash showed in profiles.
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// Math verdicts of a batch: `Some(true)` correct, `Some(false)` wrong, `None` no answer.
@@ -126,13 +230,18 @@ pub fn math_judge(
     percent: bool,
 ) -> Result<Vec<Option<bool>>> {
     check_golds(responses.len(), golds)?;
-    let (table, refs) = prepare_golds(golds)?;
+    math_judge_golds(responses, &MathGolds::new(golds)?, percent)
+}
+
+/// [`math_judge`] with the golds already in a table.
+pub fn math_judge_golds(
+    responses: &[impl AsRef<str> + Sync],
+    golds: &MathGolds,
+    percent: bool,
+) -> Result<Vec<Option<bool>>> {
+    golds.check(responses.len())?;
     par_map(responses.len(), |i| {
-        math::judge_response(
-            responses[i].as_ref(),
-            refs[i].iter().map(|&k| &table[k]),
-            percent,
-        )
+        math::judge_response(responses[i].as_ref(), golds.golds_of(i), percent)
     })
 }
 
@@ -144,7 +253,25 @@ pub fn math_scores(
     correct: f64,
     incorrect: f64,
 ) -> Result<Vec<f64>> {
-    Ok(math_judge(responses, golds, percent)?
+    check_golds(responses.len(), golds)?;
+    math_scores_golds(
+        responses,
+        &MathGolds::new(golds)?,
+        percent,
+        correct,
+        incorrect,
+    )
+}
+
+/// [`math_scores`] with the golds already in a table.
+pub fn math_scores_golds(
+    responses: &[impl AsRef<str> + Sync],
+    golds: &MathGolds,
+    percent: bool,
+    correct: f64,
+    incorrect: f64,
+) -> Result<Vec<f64>> {
+    Ok(math_judge_golds(responses, golds, percent)?
         .into_iter()
         .map(|v| if v == Some(true) { correct } else { incorrect })
         .collect())
