@@ -431,7 +431,7 @@ pub fn parse_row_into(
         if !is_real(i) {
             // A run of pads, written as fills.
             let r = real.unwrap_or_default();
-            let j = r[i..].iter().position(|&x| x).map_or(len, |k| i + k);
+            let j = find_flag(&r[i..], true).map_or(len, |k| i + k);
             out.position_ids[i..j].fill(0);
             out.ids.set(i, j, -1, -1, -1);
             out.node[i..j].fill(-1);
@@ -730,8 +730,8 @@ pub fn parse_row_into(
         };
     }
     let rs = response_start.min(len);
-    let response_tokens = real.map_or(len - rs, |r| r[rs..].iter().filter(|&&x| x).count());
-    let tokens_in_paths = out.node.iter().filter(|&&n| n >= 0).count();
+    let response_tokens = real.map_or(len - rs, |r| count_true(&r[rs..]));
+    let tokens_in_paths = count_in_paths(out.node);
     RowParse {
         status,
         blocks,
@@ -764,7 +764,7 @@ fn run_end(
     let prompt_end = response_start.clamp(from, len);
     let mut j = from;
     if let Some(r) = real {
-        if let Some(k) = r[from..prompt_end].iter().position(|&x| !x) {
+        if let Some(k) = find_flag(&r[from..prompt_end], false) {
             return from + k;
         }
         j = prompt_end;
@@ -805,6 +805,40 @@ fn run_end(
         .position(|&id| breaks(id))
         .map_or(len, |k| j + k)
 }
+
+/// Index of the first `flag` in `r`: whole chunks without one are skipped by a vectorised test.
+fn find_flag(r: &[bool], flag: bool) -> Option<usize> {
+    let mut chunks = r.chunks_exact(FLAG_CHUNK);
+    let mut base = 0;
+    for c in &mut chunks {
+        if c.iter().fold(false, |acc, &x| acc | (x == flag)) {
+            return c.iter().position(|&x| x == flag).map(|k| base + k);
+        }
+        base += FLAG_CHUNK;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&x| x == flag)
+        .map(|k| base + k)
+}
+
+/// Number of `true` flags: byte sums over chunks short enough not to overflow (vectorised).
+fn count_true(r: &[bool]) -> usize {
+    r.chunks(255)
+        .map(|c| usize::from(c.iter().fold(0u8, |acc, &x| acc + u8::from(x))))
+        .sum()
+}
+
+/// Number of tokens inside a path (node >= 0), counted in 32-bit lanes (vectorised).
+fn count_in_paths(node: &[i32]) -> usize {
+    node.chunks(1 << 20)
+        .map(|c| c.iter().fold(0u32, |acc, &n| acc + u32::from(n >= 0)) as usize)
+        .sum()
+}
+
+/// Flags tested at once by `find_flag`.
+const FLAG_CHUNK: usize = 32;
 
 /// Tokens tested at once by `run_end`'s vectorised skip.
 const RUN_CHUNK: usize = 16;
