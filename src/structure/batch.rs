@@ -262,8 +262,13 @@ pub fn parse_parallel(
         let starts_ref = &starts;
         let parse_one = |b: usize, p: &mut [i64], out: RowOut<'_>, real_row: &mut [bool]| {
             let row_ids = &ids[b * len..(b + 1) * len];
-            // An OR of the sign bits vectorises; the index is only looked for when there is one.
-            if row_ids.iter().fold(0i64, |acc, &t| acc | t) < 0 {
+            // An OR of the sign bits vectorises (done with the mask flags when there is a mask,
+            // in the same pass); the index is only looked for when there is one.
+            let signs = match mask_ref {
+                Some(m) => m.fill_row(b * len, real_row, row_ids),
+                None => row_ids.iter().fold(0i64, |acc, &t| acc | t),
+            };
+            if signs < 0 {
                 let k = row_ids.iter().position(|&t| t < 0).unwrap_or(0);
                 return Err(Error::value(
                     "input_ids",
@@ -271,13 +276,7 @@ pub fn parse_parallel(
                     format!("{} at row {b}, index {k}", row_ids[k]),
                 ));
             }
-            let row_real = match mask_ref {
-                Some(m) => {
-                    m.fill_row(b * len, real_row);
-                    Some(&*real_row)
-                }
-                None => None,
-            };
+            let row_real = mask_ref.map(|_| &*real_row);
             let (runs, no) = out;
             let slices = TokenSlices {
                 position_ids: &mut *p,
@@ -472,22 +471,29 @@ enum MaskValues<'a> {
 }
 
 impl MaskValues<'_> {
-    /// Writes the flags of elements `start..start + out.len()` into `out`.
-    fn fill_row(self, start: usize, out: &mut [bool]) {
-        fn nonzero<T: Copy + Default + PartialEq>(src: &[T], out: &mut [bool]) {
+    /// Writes the flags of elements `start..start + out.len()` into `out`; returns the OR of
+    /// `ids` (negative when one is), computed in the same pass.
+    fn fill_row(self, start: usize, out: &mut [bool], ids: &[i64]) -> i64 {
+        fn nonzero<T: Copy + Default + PartialEq>(src: &[T], out: &mut [bool], ids: &[i64]) -> i64 {
             let zero = T::default();
-            for (o, &v) in out.iter_mut().zip(src) {
+            let mut signs = 0i64;
+            for ((o, &v), &id) in out.iter_mut().zip(src).zip(ids) {
                 *o = v != zero;
+                signs |= id;
             }
+            signs
         }
         let end = start + out.len();
         match self {
-            MaskValues::Bool(v) => out.copy_from_slice(&v[start..end]),
-            MaskValues::I64(v) => nonzero(&v[start..end], out),
-            MaskValues::I32(v) => nonzero(&v[start..end], out),
-            MaskValues::I16(v) => nonzero(&v[start..end], out),
-            MaskValues::I8(v) => nonzero(&v[start..end], out),
-            MaskValues::U8(v) => nonzero(&v[start..end], out),
+            MaskValues::Bool(v) => {
+                out.copy_from_slice(&v[start..end]);
+                ids.iter().fold(0i64, |acc, &t| acc | t)
+            }
+            MaskValues::I64(v) => nonzero(&v[start..end], out, ids),
+            MaskValues::I32(v) => nonzero(&v[start..end], out, ids),
+            MaskValues::I16(v) => nonzero(&v[start..end], out, ids),
+            MaskValues::I8(v) => nonzero(&v[start..end], out, ids),
+            MaskValues::U8(v) => nonzero(&v[start..end], out, ids),
         }
     }
 }
