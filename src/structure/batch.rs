@@ -103,10 +103,7 @@ impl Layout {
             let blocks = tensor::cpu_slice_mut::<i32>(&mut blocks_t, "block_ids")?;
             let paths = tensor::cpu_slice_mut::<i32>(&mut paths_t, "path_ids")?;
             let depth = tensor::cpu_slice_mut::<i32>(&mut depth_t, "depth")?;
-            let fill =
-                |(((bl, pa), de), runs): (((&mut [i32], &mut [i32]), &mut [i32]), &Vec<IdRun>)| {
-                    IdRun::fill(runs, bl, pa, de)
-                };
+            let fill = |(((bl, pa), de), runs): IdRowOut<'_>| IdRun::fill(runs, bl, pa, de);
             if batch * len < PARALLEL_MIN_TOKENS {
                 blocks
                     .chunks_mut(len)
@@ -406,6 +403,12 @@ fn host_i64(t: &Tensor, arg: &'static str) -> Result<HostIds> {
     let host = tensor::contiguous(&tensor::integer_as_i64(&host, arg)?);
     Ok(HostIds { tensor: host, arg })
 }
+
+/// One row's block, path and depth slices with the runs they are built from.
+type IdRowOut<'a> = (
+    ((&'a mut [i32], &'a mut [i32]), &'a mut [i32]),
+    &'a Vec<IdRun>,
+);
 
 /// One row's id runs and node slice.
 type RowOut<'a> = (&'a mut Vec<IdRun>, &'a mut [i32]);
