@@ -410,6 +410,11 @@ def test_blocks_cut_by_the_length_cap_stay_aligned(tok: Any, tags: ParallelTags)
             response_start=rollout.prompt_len,
         )
         assert {s.kind for s in layout.status} <= {"ok", "truncated"}
+        for i, s in enumerate(layout.status):  # a row stops at <eos> or exactly at the cap
+            n = int(rollout.response_mask[i].sum())
+            last = int(rollout.input_ids[i, rollout.prompt_len + n - 1])
+            assert last == tok.eos_token_id or n == cap
+            assert s.kind == "ok" or n == cap
         assert rollout.log_probs is not None
         torch.testing.assert_close(
             rollout.log_probs, _training_log_probs(model, rollout, tags), atol=1e-5, rtol=0

@@ -266,14 +266,14 @@ class _Group:
 
     def resolve(self, budget: int) -> bool:
         """Merges the paths into the owner row once the path count is known; False if not yet."""
-        length, count = self.head, 0
+        length, count = self.head + 1, 0  # the merged response so far (with the first <Path>)
         for row in self.rows:
             if length >= budget:  # the merged response is already full: later paths are cut
                 break
             if not row.done:
                 return False
             count += 1
-            length += len(row.resp) - self.head
+            length += len(row.resp) - self.head - 1
             if self.ended(row):
                 break
         first = self.rows[0]
