@@ -176,55 +176,249 @@ def test_structured_forward_hides_paths_from_each_other(tok: Any, tags: Parallel
     ].abs().max() > 1e-6
 
 
-class Scripted(torch.nn.Module):
-    """A stand-in model that writes a fixed token script and records what it was given."""
+class Steered(torch.nn.Module):
+    """A model whose logits are ``base`` logits (or zeros) plus ``rule(view)`` per query token.
 
-    def __init__(self, vocab: int, script: list[int]) -> None:
+    ``view`` is what the query may see under the mask it is given: the visible token ids and
+    the query's position id. Only the last query is computed unless ``all_positions`` (the
+    training pass), so the rule can only use what the layout shows the model.
+    """
+
+    def __init__(self, vocab: int, rule: Any, base: Any = None) -> None:
         super().__init__()
-        self.vocab, self.script = vocab, script
+        self.vocab, self.rule, self.base = vocab, rule, base
         self.weight = torch.nn.Parameter(torch.zeros(1))
-        self.config = type("Cfg", (), {"_attn_implementation": "sdpa"})()
-        self.seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.config = base.config if base is not None else type("Cfg", (), {})()
+        if base is None:
+            self.config._attn_implementation = "sdpa"
+        self.all_positions = False
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: Any):  # type: ignore[no-untyped-def]
-        self.seen.append((position_ids[:, -1].clone(), attention_mask[:, 0, -1].clone()))
-        step = len(self.seen) - 1
-        logits = torch.zeros(input_ids.shape[0], input_ids.shape[1], self.vocab)
-        logits[:, -1, self.script[min(step, len(self.script) - 1)]] = 10.0
+        b, n = input_ids.shape
+        if self.base is not None:
+            logits = self.base(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+            ).logits.float()
+        else:
+            logits = torch.zeros(b, n, self.vocab)
+        logits = logits.clone()
+        see = (
+            attention_mask[:, 0]
+            if attention_mask.dtype == torch.bool
+            else attention_mask[:, 0] == 0
+        )
+        for i in range(b):
+            for q in range(n) if self.all_positions else [n - 1]:
+                visible = input_ids[i][see[i, q]].tolist()
+                logits[i, q] += self.rule(visible, int(position_ids[i, q]))
         return type("Out", (), {"logits": logits})()
+
+
+def _ids(tok: Any, s: str) -> list[int]:
+    return list(tok.encode(s, add_special_tokens=False))
+
+
+def _training_log_probs(model: Steered, rollout: Any, tags: ParallelTags) -> torch.Tensor:
+    model.all_positions = True
+    with torch.no_grad():
+        lp = sequence_log_probs(
+            model, rollout.input_ids, rollout.attention_mask, rollout.prompt_len, tags
+        )
+    model.all_positions = False
+    return lp[:, rollout.prompt_len :] * rollout.response_mask
 
 
 def test_sampling_uses_the_training_parse_and_enforces_two_paths(
     tok: Any, tags: ParallelTags
 ) -> None:
-    # The script closes the block after one path: the sampler must write a second <Path>.
-    enc = lambda s: tok.encode(s, add_special_tokens=False)  # noqa: E731
-    script = enc("<Parallel><Path>1+1=2</Path></Parallel>2</Path></Parallel><Summary>2</Summary>")
-    script += enc("Final Answer: 2<eos>")
-    model = Scripted(len(tok), script + [tok.eos_token_id] * 20)
-    rollout = sample(model, tok, ["1+1=?\n", "12+30=?\n"], tags, 40, temperature=0.0)
-    want = (
-        "<Parallel><Path>1+1=2</Path><Path>2</Path></Parallel><Summary>2</Summary>Final Answer: 2"
-    )
+    # A script keyed on what the query sees: a path sees "<Parallel><Path>" and itself only, so
+    # every path writes "1+1=2</Path>" and then closes the block; the sampler must write the
+    # second <Path>. The summary sees both paths and goes on with the second script.
+    prompts = ["1+1=?\n", "12+30=?\n"]
+    path_view = _ids(tok, "<Parallel><Path>1+1=2</Path></Parallel>")
+    want = "<Parallel><Path>1+1=2</Path><Path>1+1=2</Path></Parallel><Summary>2</Summary>"
+    want += "Final Answer: 2"
+    full_view = [*_ids(tok, want), tok.eos_token_id]
+    newline = _ids(tok, "\n")[0]
+
+    def rule(visible: list[int], pos: int) -> torch.Tensor:
+        out = torch.zeros(len(tok))
+        out[1] = 0.01 * pos  # the log-probs depend on the position ids too
+        if newline not in visible:  # a prompt token
+            return out
+        resp = visible[visible.index(newline) + 1 :]  # the prompts end with their only newline
+        for script in (path_view, full_view):
+            if len(resp) < len(script) and resp == script[: len(resp)]:
+                out[script[len(resp)]] += 10.0
+                return out
+        out[tok.eos_token_id] += 10.0
+        return out
+
+    model = Steered(len(tok), rule)
+    rollout = sample(model, tok, prompts, tags, 40, temperature=0.0)
     assert rollout.texts == [want, want]
     assert rollout.forced.nonzero().tolist() == [[0, 8], [1, 8]]  # the second <Path> only
     assert rollout.loss_mask[0, 8] == 0 and rollout.response_mask[0, 8] == 1
-    # Every step's query row equals the row the training step builds from the whole rollout.
+    # Every token was sampled from the view the training step gives it.
+    assert rollout.log_probs is not None
+    torch.testing.assert_close(
+        rollout.log_probs, _training_log_probs(model, rollout, tags), atol=1e-6, rtol=0
+    )
     layout = parse_parallel(
         rollout.input_ids,
         tags,
         attention_mask=rollout.attention_mask,
         response_start=rollout.prompt_len,
     )
-    mask = layout.attention_mask("bool")
-    p = rollout.prompt_len
-    for t, (pos, row) in enumerate(model.seen):
-        q = p + t - 1  # the last token the step saw
-        live = rollout.attention_mask[:, q + 1] == 1  # rows still generating
-        assert torch.equal(pos[live], layout.position_ids[live, q])
-        assert torch.equal(row[live], mask[live, 0, q, : q + 1])
     assert [s.kind for s in layout.status] == ["ok", "ok"]
     assert layout.stats()[0].paths_per_block == [2]
+
+
+def _block_rule(tok: Any, tags: ParallelTags, prompt_len: int, free: Any) -> Any:
+    """Steers a well-formed response: <Parallel>, paths of 3 free tokens, a 50/50 choice after
+    each </Path>, <Summary> of 3 free tokens, <eos>. ``free(out)`` sets the free-token logits."""
+    eos = tok.eos_token_id
+    special = [*tags.ids(), eos]
+
+    def rule(visible: list[int], pos: int) -> torch.Tensor:
+        resp = visible[prompt_len:]
+        out = torch.zeros(len(tok))
+        marks = [j for j, t in enumerate(resp) if t in special]
+        last = resp[marks[-1]] if marks else None
+        since = len(resp) - 1 - marks[-1] if marks else 0
+        if not resp:
+            out[tags.parallel] = 40.0
+        elif last == tags.parallel:
+            out[tags.path] = 40.0
+        elif last in (tags.path, tags.summary) and since < 3:
+            out[special] = -40.0
+            free(out)
+        elif last == tags.path:
+            out[tags.path_end] = 40.0
+        elif last == tags.path_end:
+            out[[tags.path, tags.parallel_end]] = 40.0  # the model's own choice
+        elif last == tags.parallel_end:
+            out[tags.summary] = 40.0
+        elif last == tags.summary:
+            out[tags.summary_end] = 40.0
+        else:
+            out[eos] = 40.0
+        return out
+
+    return rule
+
+
+def test_sampled_log_probs_equal_one_structured_training_pass(tok: Any, tags: ParallelTags) -> None:
+    # A real tiny Qwen2 writes the free tokens; the rule only keeps the structure well formed.
+    # Equal log-probs mean every path saw only the prefix and itself, at the spec's positions,
+    # and the summary saw everything, exactly as in one training forward pass.
+    prompt = "3+4=?\n"
+    base = small_model(tok, seed=3)
+    rule = _block_rule(tok, tags, len(_ids(tok, prompt)), lambda out: None)
+    model = Steered(len(tok), rule, base)
+    gen = torch.Generator().manual_seed(0)
+    rollout = sample(model, tok, [prompt] * 8, tags, 60, generator=gen, min_paths=2, max_paths=4)
+    layout = parse_parallel(
+        rollout.input_ids,
+        tags,
+        attention_mask=rollout.attention_mask,
+        response_start=rollout.prompt_len,
+    )
+    assert {s.kind for s in layout.status} == {"ok"}
+    counts = [s.paths_per_block[0] for s in layout.stats()]
+    assert max(counts) >= 3 and min(counts) == 2
+    assert rollout.log_probs is not None
+    train = _training_log_probs(model, rollout, tags)
+    torch.testing.assert_close(rollout.log_probs, train, atol=1e-5, rtol=0)
+    # The check has teeth: under plain causal attention the later paths' tokens differ.
+    model.all_positions = True
+    with torch.no_grad():
+        causal = sequence_log_probs(
+            model, rollout.input_ids, rollout.attention_mask, rollout.prompt_len, tags, False
+        )[:, rollout.prompt_len :]
+    model.all_positions = False
+    assert (causal - train).abs().max() > 1e-3
+
+
+def test_path_count_comes_from_the_model_up_to_the_cap(tok: Any, tags: ParallelTags) -> None:
+    # Each path writes three of "a"/"b" (50/50) and then, seeing only itself, closes the block
+    # when its last letter is "b". Path 0 is always followed by a forced <Path> (min_paths=2),
+    # the 4th path by a forced </Parallel> (max_paths=4): the count is 1 + the index of the
+    # first "b"-ending path among paths 1..2, or 4.
+    prompt = "1+1=?\n"
+    a, b = _ids(tok, "a")[0], _ids(tok, "b")[0]
+    start = len(_ids(tok, prompt))
+
+    def free(out: torch.Tensor) -> None:
+        out[:] = -40.0
+        out[[a, b]] = 0.0
+
+    steer = _block_rule(tok, tags, start, free)
+
+    def rule(visible: list[int], pos: int) -> torch.Tensor:
+        out = steer(visible, pos)
+        resp = visible[start:]
+        if resp and resp[-1] == tags.path_end:  # the choice: stop after a "b" path
+            out[tags.parallel_end if resp[-2] == b else tags.path] += 10.0
+        return out
+
+    model = Steered(len(tok), rule)
+    gen = torch.Generator().manual_seed(1)
+    rollout = sample(model, tok, [prompt] * 24, tags, 60, generator=gen, min_paths=2, max_paths=4)
+    layout = parse_parallel(
+        rollout.input_ids,
+        tags,
+        attention_mask=rollout.attention_mask,
+        response_start=rollout.prompt_len,
+    )
+    assert {s.kind for s in layout.status} == {"ok"}
+    counts = []
+    for i, text in enumerate(rollout.texts):
+        paths = text.split("</Parallel>")[0].split("<Path>")[1:]
+        letters = [p[p.index("</Path>") - 1] for p in paths]
+        want = 4 if "b" not in letters[1:3] else letters[1:3].index("b") + 2
+        assert len(paths) == want, text
+        assert layout.stats()[i].paths_per_block == [want]
+        counts.append(want)
+        # Forced: the <Path> after path 0 always; the </Parallel> after path 4 when there is one.
+        resp = rollout.input_ids[i, rollout.prompt_len :].tolist()
+        ends = [j for j, t in enumerate(resp) if t == tags.path_end]
+        expect = [ends[0] + 1] + ([ends[3] + 1] if want == 4 else [])
+        assert rollout.forced[i].nonzero().flatten().tolist() == expect
+        assert resp[ends[0] + 1] == tags.path
+        assert resp[ends[-1] + 1] == tags.parallel_end
+    assert {2, 3, 4} <= set(counts)
+    assert rollout.log_probs is not None
+    torch.testing.assert_close(
+        rollout.log_probs, _training_log_probs(model, rollout, tags), atol=1e-5, rtol=0
+    )
+
+
+def test_blocks_cut_by_the_length_cap_stay_aligned(tok: Any, tags: ParallelTags) -> None:
+    prompt = "1+1=?\n"
+    rule = _block_rule(tok, tags, len(_ids(tok, prompt)), lambda out: None)
+    model = Steered(len(tok), rule, small_model(tok, seed=2))
+    gen = torch.Generator().manual_seed(0)
+    for cap in (1, 2, 7, 12, 16):
+        rollout = sample(model, tok, [prompt] * 6, tags, cap, generator=gen)
+        assert rollout.input_ids.shape[1] - rollout.prompt_len <= cap
+        assert rollout.forced.shape == rollout.response_mask.shape
+        layout = parse_parallel(
+            rollout.input_ids,
+            tags,
+            attention_mask=rollout.attention_mask,
+            response_start=rollout.prompt_len,
+        )
+        assert {s.kind for s in layout.status} <= {"ok", "truncated"}
+        for i, s in enumerate(layout.status):  # a row stops at <eos> or exactly at the cap
+            n = int(rollout.response_mask[i].sum())
+            last = int(rollout.input_ids[i, rollout.prompt_len + n - 1])
+            assert last == tok.eos_token_id or n == cap
+            assert s.kind == "ok" or n == cap
+        assert rollout.log_probs is not None
+        torch.testing.assert_close(
+            rollout.log_probs, _training_log_probs(model, rollout, tags), atol=1e-5, rtol=0
+        )
 
 
 # -- SFT and GRPO -----------------------------------------------------------------------------

@@ -176,6 +176,11 @@ class Rollout:
     forced: torch.Tensor
     """bool ``[N, T]``: tokens the sampler or the environment wrote instead of the model (the
     path-count rule; search observations), left out of :attr:`loss_mask`."""
+    log_probs: torch.Tensor | None = None
+    """float ``[N, T]`` or None: ``log p(token | what the model saw when it was sampled)`` at
+    temperature 1 (forced tokens included; 0 on pads). :func:`sample` fills it; for rows without
+    a structural error it equals :func:`sequence_log_probs` of the rollout (the tests' check
+    that the sampler used the training view)."""
 
     @property
     def response_mask(self) -> torch.Tensor:
@@ -189,11 +194,12 @@ class Rollout:
 
 
 class _PathCounter:
-    """Per-row count of the closed paths of the open top-level block (token by token)."""
+    """Per-row state of the open top-level block (token by token): depth, paths opened/closed."""
 
     def __init__(self, tags: ParallelTags) -> None:
         self.tags = tags
         self.depth = 0
+        self.opened = 0
         self.closed = 0
         self.after_close = False
 
@@ -203,12 +209,89 @@ class _PathCounter:
         if token == t.parallel:
             self.depth += 1
             if self.depth == 1:
-                self.closed = 0
+                self.opened = self.closed = 0
         elif token == t.parallel_end and self.depth > 0:
             self.depth -= 1
+        elif token == t.path and self.depth == 1:
+            self.opened += 1
         elif token == t.path_end and self.depth == 1:
             self.closed += 1
             self.after_close = True
+
+
+class _Row:
+    """One row of the sampling batch: a response row, or path ``k`` of a forked block."""
+
+    def __init__(self, prompt: list[int], tags: ParallelTags) -> None:
+        self.prompt = prompt
+        self.resp: list[int] = []
+        self.forced: list[bool] = []
+        self.lps: list[float] = []
+        self.counter = _PathCounter(tags)
+        self.done = False
+        self.group: _Group | None = None  # set on path rows
+        self.k = -1
+        self.decision: int | None = None  # the path row's delimiter token, once written
+
+    def fork(self, k: int, head: int, tags: ParallelTags) -> _Row:
+        """Path row ``k``: the response up to the block header, then a ``<Path>``."""
+        row = _Row(self.prompt, tags)
+        row.resp, row.forced, row.lps = (
+            self.resp[: head + 1],
+            self.forced[: head + 1],
+            self.lps[: head + 1],
+        )
+        row.counter.depth, row.counter.opened, row.counter.closed = 1, 1, k
+        row.k = k
+        return row
+
+
+class _Group:
+    """The path rows of one forked top-level block."""
+
+    def __init__(self, owner: _Row, head: int, rows: list[_Row]) -> None:
+        self.owner, self.head, self.rows = owner, head, rows
+
+    def ended(self, row: _Row) -> bool:
+        """Path ``row.k`` is the block's last one (closing delimiter, ``<eos>`` or the cap)."""
+        return row.done and row.decision != row.counter.tags.path
+
+    def prune(self) -> None:
+        """Stops the rows after the first path known to be the last one: they are never used."""
+        for j, row in enumerate(self.rows):
+            if self.ended(row):
+                for later in self.rows[j + 1 :]:
+                    later.done = True
+                return
+
+    def resolve(self, budget: int) -> bool:
+        """Merges the paths into the owner row once the path count is known; False if not yet."""
+        length, count = self.head + 1, 0  # the merged response so far (with the first <Path>)
+        for row in self.rows:
+            if length >= budget:  # the merged response is already full: later paths are cut
+                break
+            if not row.done:
+                return False
+            count += 1
+            length += len(row.resp) - self.head - 1
+            if self.ended(row):
+                break
+        first = self.rows[0]
+        resp, forced, lps = list(first.resp), list(first.forced), list(first.lps)
+        for row in self.rows[1:count]:  # each path without its leading <Path> (the one before)
+            resp += row.resp[self.head + 1 :]
+            forced += row.forced[self.head + 1 :]
+            lps += row.lps[self.head + 1 :]
+        stopped = self.rows[count - 1].decision is None  # <eos> or the cap inside the last path
+        owner = self.owner
+        owner.resp, owner.forced, owner.lps = resp[:budget], forced[:budget], lps[:budget]
+        owner.counter = _PathCounter(owner.counter.tags)
+        for token in owner.resp:
+            owner.counter.push(token)
+        owner.counter.after_close = False
+        owner.group, owner.k, owner.decision = None, -1, None
+        owner.done = stopped or len(owner.resp) >= budget
+        return True
 
 
 @torch.no_grad()
@@ -226,22 +309,41 @@ def sample(
 ) -> Rollout:
     """Samples one response per prompt under the training layout (mask and positions).
 
-    Each new token is drawn from a full forward pass over the sequence so far, with the mask and
-    position ids that :func:`r1kit.parse_parallel` gives that prefix: a path sees the shared
-    prefix and its own tokens only, all paths of a block start at the same position, and the
-    summary sees every path, exactly as in training. The number of paths is the model's choice.
-    There is no KV cache (each step re-reads the prefix), which is fine for the demo's model and
-    short responses; a cached batched rollout (paths expanded as rows) is still to come. A row
-    whose block later turns out malformed falls back to causal text in the training parse but was
-    sampled under the structured view of its prefix.
+    Each new token is drawn from a forward pass over the row so far, with the mask and position
+    ids that :func:`r1kit.parse_parallel` gives it, so every token is sampled under exactly the
+    view the training step gives it. There is no KV cache (each step re-reads the row), which is
+    fine for the demo's model and short responses.
+
+    Paths as a batch (structured variant): when a row writes the first ``<Path>`` of a top-level
+    block, it is forked into ``max_paths`` path rows: path row 0 is the row itself, path row k is
+    the response up to the block header plus a ``<Path>``. All rows (responses and paths) are
+    then generated together, one batched forward pass per token. A path row holds only the
+    shared prefix and its own path, so its plain parse is the structured view of that path in
+    the merged row: the same positions (every path restarts right after the header) and the same
+    visible tokens. Path row k ends at its first top-level delimiter: ``<Path>`` (there is a path
+    k+1), ``</Parallel>`` or an in-block ``<Summary>`` (path k is the last one); tokens between
+    its ``</Path>`` and that delimiter belong to path k, as in the parse. The realized path count
+    K is the first k whose row ends the block (or hits ``<eos>`` or the length cap); rows after
+    it are dropped. This has the distribution of sampling the paths one after another: under
+    the structured mask path k depends only on the prefix, so the paths are independent given
+    the prefix, and drawing all ``max_paths`` candidates and keeping the first K is the same as
+    drawing them in turn and stopping at K. The merged row (prefix, path 0 with its delimiter,
+    each later path without its leading ``<Path>``, the last one with ``</Parallel>``) is cut to
+    ``max_new_tokens`` (a block cut short parses as ``truncated``) and goes on under the full
+    layout: the summary sees every path. Blocks nested inside a path are sampled within their
+    path row, sequentially, under that row's own parse. A row whose earlier text is already a
+    structural error is causal text in the parse and is not forked; a row whose block turns out
+    malformed later falls back to causal text in the training parse although it was sampled
+    under the structured view of its prefix.
 
     Path count: under the structured layout the token after a ``</Path>`` is predicted from that
     path alone, so the model cannot see how many paths its block already has (and under greedy
     decoding every path of a block is the same text). The sampler therefore writes ``<Path>``
-    after a path of a top-level block while fewer than ``min_paths`` are closed, and
-    ``</Parallel>`` once ``max_paths`` are; in between the model decides. Those tokens are
-    marked in :attr:`Rollout.forced` and left out of :attr:`Rollout.loss_mask`. The causal
-    variant (``structured=False``) sees its paths and is never forced.
+    right after the ``</Path>`` of path k while k + 1 < ``min_paths``, and ``</Parallel>`` there
+    once k + 1 = ``max_paths`` (also in place of a later ``<Path>`` of the last path row); in
+    between the model decides. Those tokens are marked in :attr:`Rollout.forced` and left out
+    of :attr:`Rollout.loss_mask`. The causal variant (``structured=False``) sees its paths and
+    is neither forked nor forced.
 
     Args:
         model: A ``transformers`` causal LM.
@@ -273,50 +375,89 @@ def sample(
         )
     pad, eos = int(tokenizer.pad_token_id), int(tokenizer.eos_token_id)
     encoded = [tokenizer.encode(p, add_special_tokens=False) for p in prompts]
-    width = max(len(e) for e in encoded)
-    n = len(prompts)
-    ids = torch.full((n, width), pad, dtype=torch.long)
-    mask = torch.zeros(n, width, dtype=torch.long)
-    for i, e in enumerate(encoded):
-        ids[i, width - len(e) :] = torch.tensor(e)
-        mask[i, width - len(e) :] = 1
-    done = torch.zeros(n, dtype=torch.bool)
-    counters = [_PathCounter(tags) for _ in range(n)]
-    forced_cols = []
+    outputs = [_Row(list(e), tags) for e in encoded]
+    live = list(outputs)  # rows still in the batch: response rows and path rows
+    groups: list[_Group] = []
+    delimiters = (tags.path, tags.parallel_end, tags.summary)
     was_training = model.training
     model.eval()
-    for _ in range(max_new_tokens):
-        inputs, _ = layout_inputs(model, ids, mask, width, tags, structured)
+    while live:
+        width = max(len(r.prompt) + len(r.resp) for r in live)
+        ids = torch.full((len(live), width), pad, dtype=torch.long)
+        mask = torch.zeros(len(live), width, dtype=torch.long)
+        starts = torch.zeros(len(live), dtype=torch.long)
+        for i, r in enumerate(live):  # left-padded: every row's last token is the last column
+            seq = r.prompt + r.resp
+            ids[i, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+            mask[i, width - len(seq) :] = 1
+            starts[i] = width - len(r.resp)
+        inputs, layout = layout_inputs(model, ids, mask, starts, tags, structured)
         logits = model(**inputs).logits[:, -1].float()
+        log_probs = torch.log_softmax(logits, dim=-1)
         logits[:, pad] = float("-inf")  # padding is not a choice the policy makes
         if temperature == 0:
             nxt = logits.argmax(-1)
         else:
             probs = torch.softmax(logits / temperature, dim=-1)
             nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-        nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
-        forced = torch.zeros(n, dtype=torch.bool)
-        for i, counter in enumerate(counters):
-            if structured and counter.after_close and not bool(done[i]):
-                if counter.closed < min_paths:
-                    nxt[i], forced[i] = tags.path, True
-                elif counter.closed >= max_paths:
-                    nxt[i], forced[i] = tags.parallel_end, True
-            counter.push(int(nxt[i]))
-        forced_cols.append(forced)
-        ids = torch.cat([ids, nxt[:, None]], dim=1)
-        mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
-        done |= nxt == eos
-        if bool(done.all()):
-            break
+        for i, r in enumerate(live):
+            token, forced, c = int(nxt[i]), False, r.counter
+            if structured and c.after_close:
+                if c.closed < min_paths:
+                    token, forced = tags.path, True
+                elif c.closed >= max_paths:
+                    token, forced = tags.parallel_end, True
+            if r.group is not None and c.depth == 1 and token == tags.path:
+                if r.k + 1 >= max_paths:  # no row for another path: the cap closes the block
+                    token, forced = tags.parallel_end, True
+            fork = (
+                structured
+                and r.group is None
+                and token == tags.path
+                and c.depth == 1
+                and c.opened == 0
+                and layout.status[i].kind in ("ok", "truncated")
+            )
+            if r.group is not None and c.depth == 1 and token in delimiters:
+                r.decision = token
+            c.push(token)
+            r.resp.append(token)
+            r.forced.append(forced)
+            r.lps.append(float(log_probs[i, token]))
+            if token == eos or len(r.resp) >= max_new_tokens or r.decision is not None:
+                r.done = True
+            elif fork:
+                head = len(r.resp) - 1
+                r.k = 0
+                paths = [r] + [r.fork(k, head, tags) for k in range(1, max_paths)]
+                group = _Group(r, head, paths)
+                for path in paths:
+                    path.group = group
+                groups.append(group)
+        for group in list(groups):
+            group.prune()
+            if group.resolve(max_new_tokens):
+                groups.remove(group)
+        live = [r for r in outputs if not r.done and r.group is None]
+        live += [r for g in groups for r in g.rows if not r.done]
     model.train(was_training)
+    width = max(len(r.prompt) for r in outputs)
+    steps = max(len(r.resp) for r in outputs)
+    n = len(outputs)
+    ids = torch.full((n, width + steps), pad, dtype=torch.long)
+    mask = torch.zeros(n, width + steps, dtype=torch.long)
+    forced_out = torch.zeros(n, steps, dtype=torch.bool)
+    lp_out = torch.zeros(n, steps)
     texts = []
-    for i in range(n):
-        row = ids[i, width:][mask[i, width:] == 1].tolist()
-        if row and row[-1] == eos:
-            row = row[:-1]
+    for i, r in enumerate(outputs):
+        ids[i, width - len(r.prompt) : width] = torch.tensor(r.prompt, dtype=torch.long)
+        mask[i, width - len(r.prompt) : width + len(r.resp)] = 1
+        ids[i, width : width + len(r.resp)] = torch.tensor(r.resp, dtype=torch.long)
+        forced_out[i, : len(r.resp)] = torch.tensor(r.forced, dtype=torch.bool)
+        lp_out[i, : len(r.resp)] = torch.tensor(r.lps)
+        row = r.resp[:-1] if r.resp and r.resp[-1] == eos else r.resp
         texts.append(tokenizer.decode(row, skip_special_tokens=False))
-    return Rollout(ids, mask, width, texts, torch.stack(forced_cols, dim=1))
+    return Rollout(ids, mask, width, texts, forced_out, lp_out)
 
 
 def progress_bar(steps: int, desc: str, enabled: bool) -> Any:

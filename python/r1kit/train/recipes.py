@@ -95,7 +95,7 @@ class ParallelR1Config(RecipeConfig):
     stage2_steps: int = 30
     stage3_steps: int = 150
     prompts_per_step: int = 8
-    group_size: int = 8
+    group_size: int = 16
     rl_lr: float = 3e-4
     kl_coef: float = 0.0
     temperature: float = 1.0
