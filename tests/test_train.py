@@ -578,6 +578,13 @@ def test_reinforce_plus_plus_is_an_estimator() -> None:
     r = torch.tensor([[0.0, 1.0], [0.0, 0.0]])
     adv = ESTIMATORS["reinforce_plus_plus"](r, torch.ones(2, 2), torch.zeros(2))
     assert adv[0, 0] > 0 > adv[1, 0]  # whitened returns: the rewarded row up, the other down
+    # Every group estimator: within a group of two, the rewarded row gets the larger advantage.
+    groups = torch.tensor([0, 0, 1, 1])
+    r4 = torch.tensor([[0.0, 1.0], [0.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
+    for name, estimate in ESTIMATORS.items():
+        adv = estimate(r4, torch.ones(4, 2), groups)
+        assert adv.shape == (4, 2), name
+        assert adv[0, 0] > adv[1, 0] and adv[3, 0] > adv[2, 0], name
 
 
 # -- recipes and CLI --------------------------------------------------------------------------

@@ -54,9 +54,13 @@ ESTIMATORS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch
     "rloo": lambda r, m, g: rl.rloo(r, m, g)[0],
     "reinforce_plus_plus_baseline": lambda r, m, g: rl.reinforce_plus_plus_baseline(r, m, g)[0],
     "opo": lambda r, m, g: rl.opo(r, m, g)[0],
+    "gpg": lambda r, m, g: rl.gpg(r, m, g)[0],
+    "grpo_passk": lambda r, m, g: rl.grpo_passk(r, m, g)[0],
 }
 """Outcome-advantage estimators by name (all from :mod:`r1kit.rl`; ``reinforce_plus_plus``
-whitens over the whole batch and ignores the groups)."""
+whitens over the whole batch and ignores the groups). :func:`r1kit.rl.gae` needs a critic's
+values and :func:`r1kit.rl.remax` a greedy rollout's reward per prompt, which this critic-free
+loop does not produce."""
 
 
 @dataclass
