@@ -17,10 +17,12 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
+import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,8 @@ __all__ = [
     "Rollout",
     "SFTBatch",
     "encode_sft",
+    "epoch_batches",
+    "frozen_copy",
     "layout_inputs",
     "progress_bar",
     "sample",
@@ -458,6 +462,33 @@ def sample(
         row = r.resp[:-1] if r.resp and r.resp[-1] == eos else r.resp
         texts.append(tokenizer.decode(row, skip_special_tokens=False))
     return Rollout(ids, mask, width, texts, forced_out, lp_out)
+
+
+def epoch_batches(n: int, k: int, rng: random.Random) -> Iterator[list[int]]:
+    """Endless batches of ``k`` indices into ``range(n)``: epochs shuffled by ``rng`` and
+    consumed in order, a new epoch appended whenever fewer than ``k`` indices are left.
+
+    Example:
+        >>> batches = epoch_batches(3, 2, random.Random(0))
+        >>> sorted(next(batches) + next(batches)[:1])
+        [0, 1, 2]
+    """
+    order: list[int] = []
+    while True:
+        if len(order) < k:
+            fresh = list(range(n))
+            rng.shuffle(fresh)
+            order += fresh
+        picked, order = order[:k], order[k:]
+        yield picked
+
+
+def frozen_copy(model: Any) -> Any:
+    """A copy of ``model`` in eval mode with no parameter requiring grad (a KL reference)."""
+    ref = copy.deepcopy(model).eval()
+    for param in ref.parameters():
+        param.requires_grad_(False)
+    return ref
 
 
 def progress_bar(steps: int, desc: str, enabled: bool) -> Any:

@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +34,8 @@ from r1kit.structure import ParallelTags
 from r1kit.train.core import (
     MetricsLog,
     Rollout,
+    epoch_batches,
+    frozen_copy,
     progress_bar,
     response_stats,
     sample,
@@ -248,21 +249,15 @@ def grpo_train(
 
     ref_model = None
     if config.kl_coef > 0:
-        ref_model = copy.deepcopy(model).eval()
-        for param in ref_model.parameters():
-            param.requires_grad_(False)
+        ref_model = frozen_copy(model)
     rng = random.Random(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
-    order: list[int] = []
+    batches = epoch_batches(len(examples), config.prompts_per_step, rng)
     rows = []
     bar = progress_bar(config.steps, stage, config.progress)
     for step in bar:
-        if len(order) < config.prompts_per_step:
-            fresh = list(range(len(examples)))
-            rng.shuffle(fresh)
-            order += fresh
-        picked, order = order[: config.prompts_per_step], order[config.prompts_per_step :]
+        picked = next(batches)
         chosen = [examples[i] for i in picked for _ in range(config.group_size)]
         golds = [e.answer for e in chosen]
         t0 = time.perf_counter()

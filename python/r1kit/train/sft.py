@@ -22,7 +22,14 @@ import torch
 
 from r1kit.errors import ArgumentError
 from r1kit.structure import ParallelTags
-from r1kit.train.core import MetricsLog, SFTBatch, encode_sft, progress_bar, sequence_log_probs
+from r1kit.train.core import (
+    MetricsLog,
+    SFTBatch,
+    encode_sft,
+    epoch_batches,
+    progress_bar,
+    sequence_log_probs,
+)
 from r1kit.train.data import Example
 
 __all__ = ["SFTConfig", "sft_loss", "sft_train", "sft_train_batches"]
@@ -157,7 +164,7 @@ def sft_train_batches(
     if n_rows < 1:
         raise ArgumentError(f"`n_rows`: expected at least one row, got {n_rows}")
     rng = random.Random(config.seed)
-    order: list[int] = []
+    batches = epoch_batches(n_rows, config.batch_size, rng)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     warmup = max(1, config.steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
@@ -165,11 +172,7 @@ def sft_train_batches(
     rows = []
     bar = progress_bar(config.steps, stage, config.progress)
     for step in bar:
-        if len(order) < config.batch_size:
-            fresh = list(range(n_rows))
-            rng.shuffle(fresh)
-            order += fresh
-        picked, order = order[: config.batch_size], order[config.batch_size :]
+        picked = next(batches)
         t0 = time.perf_counter()
         batch = make_batch(picked)
         loss = sft_loss(model, batch, tags, config.structured)

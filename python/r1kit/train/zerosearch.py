@@ -58,7 +58,14 @@ from r1kit.search import (
     format_documents,
 )
 from r1kit.structure import ParallelTags
-from r1kit.train.core import MetricsLog, Rollout, SFTBatch, progress_bar
+from r1kit.train.core import (
+    MetricsLog,
+    Rollout,
+    SFTBatch,
+    epoch_batches,
+    frozen_copy,
+    progress_bar,
+)
 from r1kit.train.data import Example, fact_table
 from r1kit.train.grpo import ESTIMATORS, GRPOConfig, grpo_update
 from r1kit.train.model import ANSWER_TAGS, add_tag_tokens, build_tokenizer, tiny_model
@@ -611,22 +618,16 @@ def search_grpo_train(
     tags = _no_parallel_tags(tokenizer)
     ref_model = None
     if cfg.kl_coef > 0:
-        ref_model = copy.deepcopy(model).eval()
-        for param in ref_model.parameters():
-            param.requires_grad_(False)
+        ref_model = frozen_copy(model)
     rng = random.Random(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     policy = SearchPolicy(model, tokenizer, cfg.max_new_tokens, cfg.temperature, gen)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    order: list[int] = []
+    batches = epoch_batches(len(examples), cfg.prompts_per_step, rng)
     rows = []
     bar = progress_bar(cfg.steps, stage, cfg.progress)
     for step in bar:
-        if len(order) < cfg.prompts_per_step:
-            fresh = list(range(len(examples)))
-            rng.shuffle(fresh)
-            order += fresh
-        picked, order = order[: cfg.prompts_per_step], order[cfg.prompts_per_step :]
+        picked = next(batches)
         chosen = [examples[i] for i in picked for _ in range(cfg.group_size)]
         golds = [e.answer for e in chosen]
         t0 = time.perf_counter()
