@@ -11,7 +11,8 @@
 //!   or token ids.
 //! - [`search`]: ZeroSearch's observation loss mask, from token ids or recorded spans.
 //! - [`tensor`]: validation, raw CPU views and the CPU / device path switch shared by all areas.
-//! - [`parallel`]: r1kit's fork-safe rayon pool (`R1KIT_NUM_THREADS`).
+//! - [`parallel`]: r1kit's fork-safe rayon pool (`R1KIT_NUM_THREADS`); `simd`: AVX2 dispatch of
+//!   the hot loops.
 //! - [`error`]: the crate's one error enum.
 
 pub mod error;
@@ -20,6 +21,7 @@ pub mod rewards;
 pub mod rl;
 pub mod schedule;
 pub mod search;
+mod simd;
 pub mod structure;
 pub mod tensor;
 

@@ -477,27 +477,39 @@ impl MaskValues<'_> {
     /// Writes the flags of elements `start..start + out.len()` into `out`; returns the OR of
     /// `ids` (negative when one is), computed in the same pass.
     fn fill_row(self, start: usize, out: &mut [bool], ids: &[i64]) -> i64 {
-        fn nonzero<T: Copy + Default + PartialEq>(src: &[T], out: &mut [bool], ids: &[i64]) -> i64 {
-            let zero = T::default();
-            let mut signs = 0i64;
-            for ((o, &v), &id) in out.iter_mut().zip(src).zip(ids) {
-                *o = v != zero;
-                signs |= id;
-            }
-            signs
+        fill_mask_row(self, start, out, ids)
+    }
+}
+
+crate::simd::avx2_dispatch! {
+    /// [`MaskValues::fill_row`], compiled for AVX2 where the CPU has it (64-bit compares).
+    fn fill_mask_row(mask: MaskValues<'_>, start: usize, out: &mut [bool], ids: &[i64]) -> i64
+        => fill_mask_row_body
+}
+
+#[inline(always)]
+fn fill_mask_row_body(mask: MaskValues<'_>, start: usize, out: &mut [bool], ids: &[i64]) -> i64 {
+    #[inline(always)]
+    fn nonzero<T: Copy + Default + PartialEq>(src: &[T], out: &mut [bool], ids: &[i64]) -> i64 {
+        let zero = T::default();
+        let mut signs = 0i64;
+        for ((o, &v), &id) in out.iter_mut().zip(src).zip(ids) {
+            *o = v != zero;
+            signs |= id;
         }
-        let end = start + out.len();
-        match self {
-            MaskValues::Bool(v) => {
-                out.copy_from_slice(&v[start..end]);
-                ids.iter().fold(0i64, |acc, &t| acc | t)
-            }
-            MaskValues::I64(v) => nonzero(&v[start..end], out, ids),
-            MaskValues::I32(v) => nonzero(&v[start..end], out, ids),
-            MaskValues::I16(v) => nonzero(&v[start..end], out, ids),
-            MaskValues::I8(v) => nonzero(&v[start..end], out, ids),
-            MaskValues::U8(v) => nonzero(&v[start..end], out, ids),
+        signs
+    }
+    let end = start + out.len();
+    match mask {
+        MaskValues::Bool(v) => {
+            out.copy_from_slice(&v[start..end]);
+            ids.iter().fold(0i64, |acc, &t| acc | t)
         }
+        MaskValues::I64(v) => nonzero(&v[start..end], out, ids),
+        MaskValues::I32(v) => nonzero(&v[start..end], out, ids),
+        MaskValues::I16(v) => nonzero(&v[start..end], out, ids),
+        MaskValues::I8(v) => nonzero(&v[start..end], out, ids),
+        MaskValues::U8(v) => nonzero(&v[start..end], out, ids),
     }
 }
 
@@ -538,6 +550,46 @@ fn response_starts(rs: &ResponseStart, batch: usize, len: usize) -> Result<Vec<u
                 .enumerate()
                 .map(|(b, &v)| check(v, &format!("response_start[{b}]")))
                 .collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_flags_of_the_baseline_and_avx2_copies_agree() {
+        // Lengths around the vector widths; zeros and nonzeros (negative too) in every dtype.
+        for n in [0usize, 1, 3, 4, 7, 8, 15, 16, 31, 33, 64, 100, 257] {
+            let raw: Vec<i64> = (0..n as i64)
+                .map(|i| [0, 1, 0, -2, 5, 0, 0, 1][(i * 7 % 8) as usize])
+                .collect();
+            let ids: Vec<i64> = (0..n as i64)
+                .map(|i| if i == 5 { -1 } else { i * 3 })
+                .collect();
+            let b: Vec<bool> = raw.iter().map(|&v| v != 0).collect();
+            let i32s: Vec<i32> = raw.iter().map(|&v| v as i32).collect();
+            let i16s: Vec<i16> = raw.iter().map(|&v| v as i16).collect();
+            let i8s: Vec<i8> = raw.iter().map(|&v| v as i8).collect();
+            let u8s: Vec<u8> = raw.iter().map(|&v| v as u8).collect();
+            let want: Vec<bool> = raw.iter().map(|&v| v != 0).collect();
+            let want_signs = ids.iter().fold(0i64, |acc, &t| acc | t);
+            for mask in [
+                MaskValues::I64(&raw),
+                MaskValues::I32(&i32s),
+                MaskValues::I16(&i16s),
+                MaskValues::I8(&i8s),
+                MaskValues::U8(&u8s),
+                MaskValues::Bool(&b),
+            ] {
+                let (mut got, mut base) = (vec![true; n], vec![true; n]);
+                let signs = fill_mask_row(mask, 0, &mut got, &ids);
+                let base_signs = fill_mask_row_body(mask, 0, &mut base, &ids);
+                assert_eq!(got, want, "n = {n}");
+                assert_eq!(base, want, "n = {n}");
+                assert_eq!((signs, base_signs), (want_signs, want_signs), "n = {n}");
+            }
         }
     }
 }

@@ -199,7 +199,7 @@ impl IdRun {
 impl IdsOut<'_> {
     /// Tokens `i..j` get (`block`, `path`, `depth`). Calls come in increasing `i`, except that
     /// a structural fallback rewrites a suffix: runs starting at or after `i` are dropped first.
-    #[inline]
+    #[inline(always)]
     fn set(&mut self, i: usize, j: usize, block: i32, path: i32, depth: i32) {
         match self {
             IdsOut::Dense {
@@ -395,17 +395,29 @@ pub fn parse_row(ids: &[i64], tags: &ParallelTags) -> RowParse {
     parse_row_into(ids, None, 0, tags, arrays.slices())
 }
 
-/// Parses one row and writes its per-token arrays into `out` (each slice `ids.len()` long).
-///
-/// `real[i] == false` marks a pad (skipped by the structure, position 0, ids -1); `None` means
-/// every token is real. Tags before `response_start` are ordinary tokens. Positions are the
-/// structured ones (paths restart); a structural error makes the row plain causal text from the
-/// fallback point on (spec: "Malformed input").
-///
-/// # Panics
-/// Never for valid slices; the slices of `out` and `real` must be `ids.len()` long (checked by a
-/// debug assertion; callers in this crate size them from `ids`).
-pub fn parse_row_into(
+crate::simd::avx2_dispatch! {
+    /// Parses one row and writes its per-token arrays into `out` (each slice `ids.len()` long).
+    ///
+    /// `real[i] == false` marks a pad (skipped by the structure, position 0, ids -1); `None` means
+    /// every token is real. Tags before `response_start` are ordinary tokens. Positions are the
+    /// structured ones (paths restart); a structural error makes the row plain causal text from the
+    /// fallback point on (spec: "Malformed input").
+    ///
+    /// # Panics
+    /// Never for valid slices; the slices of `out` and `real` must be `ids.len()` long (checked by a
+    /// debug assertion; callers in this crate size them from `ids`).
+    pub fn parse_row_into(
+        ids: &[i64],
+        real: Option<&[bool]>,
+        response_start: usize,
+        tags: &ParallelTags,
+        out: TokenSlices<'_>,
+    ) -> RowParse => parse_row_body
+}
+
+/// The body of [`parse_row_into`], inlined into its baseline and AVX2 copies.
+#[inline(always)]
+pub(crate) fn parse_row_body(
     ids: &[i64],
     real: Option<&[bool]>,
     response_start: usize,
@@ -745,7 +757,7 @@ pub fn parse_row_into(
 
 /// One past the last token of the run of real ordinary tokens starting at `from`: the run stops
 /// at a pad or at a tag in the response (`</Summary>` only when a summary is open).
-#[inline]
+#[inline(always)]
 fn run_end(
     ids: &[i64],
     real: Option<&[bool]>,
@@ -807,6 +819,7 @@ fn run_end(
 }
 
 /// Index of the first `flag` in `r`: whole chunks without one are skipped by a vectorised test.
+#[inline(always)]
 fn find_flag(r: &[bool], flag: bool) -> Option<usize> {
     let mut chunks = r.chunks_exact(FLAG_CHUNK);
     let mut base = 0;
@@ -824,6 +837,7 @@ fn find_flag(r: &[bool], flag: bool) -> Option<usize> {
 }
 
 /// Number of `true` flags: byte sums over chunks short enough not to overflow (vectorised).
+#[inline(always)]
 fn count_true(r: &[bool]) -> usize {
     r.chunks(255)
         .map(|c| usize::from(c.iter().fold(0u8, |acc, &x| acc + u8::from(x))))
@@ -831,6 +845,7 @@ fn count_true(r: &[bool]) -> usize {
 }
 
 /// Number of tokens inside a path (node >= 0), counted in 32-bit lanes (vectorised).
+#[inline(always)]
 fn count_in_paths(node: &[i32]) -> usize {
     node.chunks(1 << 20)
         .map(|c| c.iter().fold(0u32, |acc, &n| acc + u32::from(n >= 0)) as usize)

@@ -5,6 +5,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::structure::parse::parse_row_body;
 
 // Tag ids; ordinary tokens are 0, 7, 8, 9.
 const P: i64 = 1;
@@ -510,5 +511,41 @@ proptest! {
         prop_assert_eq!(&bl, &a.block_ids);
         prop_assert_eq!(&pa, &a.path_ids);
         prop_assert_eq!(&de, &a.depth);
+    }
+
+    #[test]
+    fn baseline_and_avx2_copies_agree(
+        ids in prop::collection::vec(
+            prop_oneof![
+                20 => Just(X), 1 => Just(P), 1 => Just(PE), 2 => Just(A), 2 => Just(AE),
+                1 => Just(S), 1 => Just(SE), 2 => Just(0i64), 1 => Just(-3i64),
+            ],
+            0..400,
+        ),
+        rs in 0usize..40,
+        pad_runs in prop::collection::vec((0usize..400, 0usize..40), 0..4),
+        masked in any::<bool>(),
+    ) {
+        // Long rows with runs of pads, so the 16- and 32-token vectorised skips are exercised;
+        // parse_row_body called here is compiled for the baseline, parse_row_into dispatches
+        // (to AVX2 on CPUs that have it).
+        let mut real = vec![true; ids.len()];
+        for (at, n) in pad_runs {
+            for r in real.iter_mut().skip(at).take(n) {
+                *r = false;
+            }
+        }
+        let real = masked.then_some(&real[..]);
+        let n = ids.len();
+        let mut a = TokenArrays::new(n);
+        let row_a = parse_row_into(&ids, real, rs, &tags(), a.slices());
+        let mut b = TokenArrays::new(n);
+        let row_b = parse_row_body(&ids, real, rs, &tags(), b.slices());
+        prop_assert_eq!(&row_a, &row_b);
+        prop_assert_eq!(&a.position_ids, &b.position_ids);
+        prop_assert_eq!(&a.node, &b.node);
+        prop_assert_eq!(&a.block_ids, &b.block_ids);
+        prop_assert_eq!(&a.path_ids, &b.path_ids);
+        prop_assert_eq!(&a.depth, &b.depth);
     }
 }

@@ -1,0 +1,50 @@
+//! Runtime CPU-feature dispatch for the hot loops.
+//!
+//! The crate is compiled for the x86-64 baseline (SSE2), which has no 64-bit integer compare:
+//! loops over `i64` token ids and masks vectorise two lanes at a time with shuffles. The hot
+//! loops are therefore written once as `#[inline(always)]` bodies and compiled a second time
+//! inside an AVX2 wrapper, chosen at run time when the CPU has AVX2. Both copies do the same
+//! integer work, so results are identical whichever runs.
+
+/// True when the CPU supports AVX2 (std caches the detection in an atomic).
+#[inline]
+pub fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Defines a function that runs `$body` (an `#[inline(always)]` function with the same
+/// arguments) compiled for AVX2 when the CPU has it, and compiled for the baseline otherwise.
+///
+/// ```ignore
+/// avx2_dispatch! {
+///     /// Docs of the public function.
+///     pub fn sum(v: &[i64]) -> i64 => sum_body
+/// }
+/// ```
+macro_rules! avx2_dispatch {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty => $body:ident) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2($($arg: $ty),*) -> $ret {
+                    $body($($arg),*)
+                }
+                if $crate::simd::has_avx2() {
+                    // SAFETY: the CPU supports AVX2 (checked just above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+pub(crate) use avx2_dispatch;
