@@ -867,7 +867,7 @@ fn end_path(block: &mut Block, end: usize) {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn write(
     out: &mut TokenSlices<'_>,
     i: usize,
