@@ -23,7 +23,6 @@ Example:
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,9 +36,17 @@ from r1kit.structure import ParallelTags
 from r1kit.train.core import evaluate
 from r1kit.train.data import Example, easy_arithmetic, hard_arithmetic
 from r1kit.train.grpo import GRPOConfig, grpo_train
-from r1kit.train.model import PARALLEL_TAGS, add_tag_tokens, build_tokenizer, tiny_model
+from r1kit.train.model import PARALLEL_TAGS
 from r1kit.train.plots import plot_metrics
-from r1kit.train.runs import RecipeConfig, finish_stage, load_stage_model, open_run, pct
+from r1kit.train.runs import (
+    RecipeConfig,
+    finish_stage,
+    load_stage_model,
+    model_and_tokenizer,
+    open_run,
+    pct,
+    split_held_out,
+)
 from r1kit.train.sft import SFTConfig, sft_train
 from r1kit.train.zerosearch import ZeroSearchConfig, run_zerosearch
 
@@ -187,13 +194,7 @@ def _run_parallel_r1(
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
 
-    if model is None or tok is None:
-        tok = build_tokenizer()
-        model = tiny_model(len(tok), cfg.hidden_size, cfg.num_layers, cfg.num_heads, seed=cfg.seed)
-    else:
-        if tok.pad_token_id is None:
-            tok.pad_token = tok.eos_token
-        add_tag_tokens(tok, model, PARALLEL_TAGS, seed=cfg.seed)
+    model, tok = model_and_tokenizer(cfg, model, tok, PARALLEL_TAGS)
     tags = ParallelTags.from_tokenizer(tok)
     eval_sets: list[tuple[str, list[Example]]]
     if data is None:
@@ -207,14 +208,7 @@ def _run_parallel_r1(
         )
         eval_sets = [("easy", easy_eval), ("hard", hard_eval)]
     else:
-        rows = list(data)
-        random.Random(cfg.seed).shuffle(rows)
-        if len(rows) <= cfg.n_eval:
-            raise ArgumentError(
-                f"`data`: {len(rows)} rows leave nothing to train on after holding out "
-                f"n_eval={cfg.n_eval}"
-            )
-        held, hard_train = rows[: cfg.n_eval], rows[cfg.n_eval :]
+        held, hard_train = split_held_out(data, cfg.n_eval, cfg.seed)
         easy_train = [e for e in hard_train if e.response]
         if not easy_train:
             raise ArgumentError("`data`: stage 1 (SFT) needs rows with a 'response' field")

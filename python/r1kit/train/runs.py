@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import random
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,10 +29,12 @@ from typing import Any, TypeVar
 
 from r1kit.errors import ArgumentError
 from r1kit.train.core import MetricsLog
+from r1kit.train.model import add_tag_tokens, build_tokenizer, tiny_model
 
 __all__ = ["RecipeConfig", "finish_stage", "load_stage_model", "open_run", "pct"]
 
 C = TypeVar("C", bound="RecipeConfig")
+T = TypeVar("T")
 
 
 class RecipeConfig:
@@ -136,6 +139,56 @@ def finish_stage(run: Path, stage: str, model: Any, tokenizer: Any, result: dict
         model.save_pretrained(ckpt)
         tokenizer.save_pretrained(ckpt)
     (ckpt / "eval.json").write_text(json.dumps(result))
+
+
+def model_and_tokenizer(
+    cfg: Any, model: Any | None, tokenizer: Any | None, tags: tuple[str, ...]
+) -> tuple[Any, Any]:
+    """The recipe's model and tokenizer: the demo's tiny pair, or the user's with ``tags`` added.
+
+    ``cfg`` gives ``seed`` (and, for the demo model, ``hidden_size``, ``num_layers`` and
+    ``num_heads``). A user's tokenizer without a pad token pads with its EOS token.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> cfg = SimpleNamespace(seed=0, hidden_size=16, num_layers=1, num_heads=2)
+        >>> model, tok = model_and_tokenizer(cfg, None, None, ())
+        >>> model.config.vocab_size == len(tok)
+        True
+    """
+    if model is None or tokenizer is None:
+        tokenizer = build_tokenizer()
+        model = tiny_model(
+            len(tokenizer), cfg.hidden_size, cfg.num_layers, cfg.num_heads, seed=cfg.seed
+        )
+        return model, tokenizer
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    add_tag_tokens(tokenizer, model, tags, seed=cfg.seed)
+    return model, tokenizer
+
+
+def split_held_out(data: Sequence[T], n_eval: int, seed: int) -> tuple[list[T], list[T]]:
+    """``(held_out, train)``: ``n_eval`` rows of a user's data set aside after a seeded shuffle.
+
+    Raises:
+        ArgumentError: When nothing would be left to train on.
+
+    Example:
+        >>> split_held_out(range(5), 2, seed=0)
+        ([2, 1], [0, 4, 3])
+        >>> split_held_out(range(2), 2, seed=0)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        r1kit.errors.ArgumentError: `data`: 2 rows leave nothing to train on after holding out ...
+    """
+    rows = list(data)
+    random.Random(seed).shuffle(rows)
+    if len(rows) <= n_eval:
+        raise ArgumentError(
+            f"`data`: {len(rows)} rows leave nothing to train on after holding out n_eval={n_eval}"
+        )
+    return rows[:n_eval], rows[n_eval:]
 
 
 def pct(x: float) -> str:

@@ -68,9 +68,17 @@ from r1kit.train.core import (
 )
 from r1kit.train.data import Example, fact_table
 from r1kit.train.grpo import ESTIMATORS, GRPOConfig, grpo_update
-from r1kit.train.model import ANSWER_TAGS, add_tag_tokens, build_tokenizer, tiny_model
+from r1kit.train.model import ANSWER_TAGS
 from r1kit.train.plots import plot_metrics
-from r1kit.train.runs import RecipeConfig, finish_stage, load_stage_model, open_run, pct
+from r1kit.train.runs import (
+    RecipeConfig,
+    finish_stage,
+    load_stage_model,
+    model_and_tokenizer,
+    open_run,
+    pct,
+    split_held_out,
+)
 from r1kit.train.sft import SFTConfig, sft_train_batches
 
 __all__ = [
@@ -133,7 +141,7 @@ class ZeroSearchConfig(RecipeConfig):
     sft_steps: int = 150
     sft_batch_size: int = 32
     sft_lr: float = 2e-3
-    rl_steps: int = 80
+    rl_steps: int = 200
     estimator: str = "grpo"
     prompts_per_step: int = 8
     group_size: int = 8
@@ -720,28 +728,15 @@ def _run(
     log, done, stages = open_run(run, STAGES, cfg.resume)
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    if model is None or tok is None:
-        tok = build_tokenizer()
-        model = tiny_model(len(tok), cfg.hidden_size, cfg.num_layers, cfg.num_heads, seed=cfg.seed)
-    else:
-        if tok.pad_token_id is None:
-            tok.pad_token = tok.eos_token
-        add_tag_tokens(tok, model, ANSWER_TAGS, seed=cfg.seed)
+    model, tok = model_and_tokenizer(cfg, model, tok, ANSWER_TAGS)
     if data is None:
         table = fact_table(cfg.n_entities, seed=cfg.seed)
         cut = 4 * (cfg.n_entities - cfg.n_eval_entities)
         train, held = table[:cut], table[cut:]
         sim = simulator or CorpusSimulator(fact_triples(table), k=cfg.topk, seed=cfg.seed)
     else:
-        rows = list(data)
-        random.Random(cfg.seed).shuffle(rows)
-        if len(rows) <= cfg.n_eval:
-            raise ArgumentError(
-                f"`data`: {len(rows)} rows leave nothing to train on after holding out "
-                f"n_eval={cfg.n_eval}"
-            )
-        held, train = rows[: cfg.n_eval], rows[cfg.n_eval :]
-        pairs = [(e.prompt.strip(), e.answer) for e in rows]
+        held, train = split_held_out(data, cfg.n_eval, cfg.seed)
+        pairs = [(e.prompt.strip(), e.answer) for e in held + train]
         sim = simulator or QASimulator(pairs, k=cfg.topk, seed=cfg.seed)
 
     def env_for(schedule: NoiseSchedule) -> SearchEnv:
