@@ -12,7 +12,9 @@
 //! on purpose: another thread may still be running on one, and freeing it would be unsound. Pools
 //! are replaced only by explicit [`set_num_threads`] calls and after forks, so the leak is bounded.
 
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
@@ -74,6 +76,103 @@ pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> Result<R> {
     Ok(pool()?.pool.install(f))
 }
 
+/// Runs `task(0)`, ..., `task(n - 1)`, each exactly once, on the calling thread and on as many
+/// pool threads as start in time; returns when all have run.
+///
+/// Unlike [`install`], the caller never waits for a worker to wake up: it starts on item 0 at
+/// once, and a worker that the OS schedules late (a busy neighbour on a small machine, or the
+/// cost of a cross-core wake-up in a VM) finds the items already taken and does nothing. So a
+/// call takes at most about the time of one thread, and less when workers join. Items are claimed
+/// one at a time from a shared counter: which thread runs which item varies, so `task` must
+/// write only to its own item's outputs (the results are then the same whatever the threads).
+///
+/// A panic inside `task` is re-raised on the caller after every started item has finished.
+pub fn for_each_item(n: usize, task: &(dyn Fn(usize) + Sync)) -> Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    let helpers = if n == 1 {
+        0
+    } else {
+        (pool()?.pool.current_num_threads().saturating_sub(1)).min(n - 1)
+    };
+    if helpers == 0 {
+        (0..n).for_each(task);
+        return Ok(());
+    }
+    // The task's lifetime is erased so that the spawned jobs are 'static. Soundness: a job calls
+    // the task only after claiming an index below `n`, always while registered in `active`, and
+    // this function returns only once every index is claimed and `active` is back to 0. A job
+    // that starts later claims nothing and never touches the task.
+    let task_ptr: *const (dyn Fn(usize) + Sync + '_) = task;
+    #[allow(clippy::missing_transmute_annotations)]
+    let task_ptr: *const (dyn Fn(usize) + Sync + 'static) =
+        unsafe { std::mem::transmute(task_ptr) };
+    let shared = Arc::new(Shared {
+        next: AtomicUsize::new(0),
+        active: AtomicUsize::new(0),
+        n,
+        task: TaskPtr(task_ptr),
+        panicked: AtomicBool::new(false),
+    });
+    let entry = pool()?;
+    for _ in 0..helpers {
+        let s = Arc::clone(&shared);
+        entry.pool.spawn(move || s.drain());
+    }
+    shared.drain();
+    let mut spins = 0u32;
+    while shared.active.load(Ordering::SeqCst) != 0 {
+        if spins < 1 << 12 {
+            std::hint::spin_loop();
+            spins += 1;
+        } else {
+            std::thread::yield_now();
+        }
+    }
+    if shared.panicked.load(Ordering::SeqCst) {
+        resume_unwind(Box::new("a parallel r1kit task panicked"));
+    }
+    Ok(())
+}
+
+struct TaskPtr(*const (dyn Fn(usize) + Sync + 'static));
+
+// SAFETY: the pointee is `Sync`, and it is only dereferenced under the protocol of
+// `for_each_item` (while the borrow it came from is alive).
+unsafe impl Send for TaskPtr {}
+unsafe impl Sync for TaskPtr {}
+
+struct Shared {
+    next: AtomicUsize,
+    active: AtomicUsize,
+    n: usize,
+    task: TaskPtr,
+    panicked: AtomicBool,
+}
+
+impl Shared {
+    /// Claims and runs items until none is left.
+    fn drain(&self) {
+        loop {
+            // Registered before claiming: the caller cannot see `active == 0` between this
+            // thread's claim of an item and the end of its run (all SeqCst).
+            self.active.fetch_add(1, Ordering::SeqCst);
+            let i = self.next.fetch_add(1, Ordering::SeqCst);
+            if i >= self.n {
+                self.active.fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
+            // SAFETY: `i < n` was claimed while registered, so the caller is still waiting.
+            let task = unsafe { &*self.task.0 };
+            if catch_unwind(AssertUnwindSafe(|| task(i))).is_err() {
+                self.panicked.store(true, Ordering::SeqCst);
+            }
+            self.active.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
 /// Number of threads of the pool the current process uses.
 pub fn num_threads() -> Result<usize> {
     Ok(pool()?.pool.current_num_threads())
@@ -114,5 +213,37 @@ mod tests {
         set_num_threads(1).unwrap();
         assert_eq!(install(rayon::current_num_threads).unwrap(), 1);
         assert!(set_num_threads(0).is_err());
+    }
+
+    #[test]
+    fn for_each_item_runs_every_item_once() {
+        use std::sync::atomic::AtomicU32;
+        for threads in [1, 2, 4] {
+            set_num_threads(threads).unwrap();
+            for n in [0usize, 1, 2, 3, 17, 1000] {
+                let hits: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
+                for_each_item(n, &|i| {
+                    hits[i].fetch_add(1, Ordering::Relaxed);
+                })
+                .unwrap();
+                assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "n={n}");
+            }
+        }
+    }
+
+    #[test]
+    fn for_each_item_reraises_a_panic_after_the_other_items() {
+        set_num_threads(2).unwrap();
+        let done = AtomicUsize::new(0);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            for_each_item(64, &|i| {
+                if i == 3 {
+                    panic!("item 3");
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+            })
+        }));
+        assert!(r.is_err());
+        assert_eq!(done.load(Ordering::SeqCst), 63);
     }
 }

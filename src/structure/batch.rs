@@ -1,10 +1,13 @@
-//! `[B, L]` token id tensors -> a [`Layout`]: one parse per row (rayon over rows), the per-token
-//! tensors, and the host-side structure every view (masks, tile tables, stats) is built from.
+//! `[B, L]` token id tensors -> a [`Layout`]: one parse per row (rows shared by the caller and the
+//! pool), the per-token tensors, and the host-side structure every view (masks, tile tables,
+//! stats) is built from.
 //!
 //! The parse is a left-to-right scan with a stack, sequential by nature, and reads O(B·L) ids; on
 //! the device path the ids are copied to the host once (a few hundred KB for a 16 x 4096 batch),
 //! parsed there, and the per-token tensors are copied back. The O(B·L²) views (dense masks) are
 //! then built on the device with tch ops from O(B·L) arrays, so no L x L matrix ever crosses.
+
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
@@ -311,21 +314,44 @@ pub fn parse_parallel(
                 })
                 .collect()
         } else {
-            let real_chunks: Vec<&mut [bool]> = if real_len > 0 {
-                real_buf.chunks_mut(len).collect()
-            } else {
-                (0..batch).map(|_| <&mut [bool]>::default()).collect()
-            };
-            crate::parallel::install(|| {
-                positions
-                    .par_chunks_mut(len)
-                    .zip(id_runs.par_iter_mut())
-                    .zip(node.par_chunks_mut(len))
-                    .zip(real_chunks.into_par_iter())
-                    .enumerate()
-                    .map(|(b, (((p, runs), no), re))| parse_one(b, p, (runs, no), re))
-                    .collect()
-            })?
+            let mut real_chunks = real_buf.chunks_mut(len);
+            // One item per row, each with its own output slices; the caller starts at once and
+            // pool threads join when they wake (see `parallel::for_each_item`).
+            type RowSlices<'a> = (
+                &'a mut [i64],
+                &'a mut Vec<IdRun>,
+                &'a mut [i32],
+                &'a mut [bool],
+            );
+            let slots: Vec<Mutex<Option<RowSlices<'_>>>> = positions
+                .chunks_mut(len)
+                .zip(id_runs.iter_mut())
+                .zip(node.chunks_mut(len))
+                .map(|((p, runs), no)| {
+                    let re = if real_len > 0 {
+                        real_chunks.next().unwrap_or_default()
+                    } else {
+                        &mut []
+                    };
+                    Mutex::new(Some((p, runs, no, re)))
+                })
+                .collect();
+            let results: Vec<Mutex<Option<Result<RowParse>>>> =
+                (0..batch).map(|_| Mutex::new(None)).collect();
+            crate::parallel::for_each_item(batch, &|b| {
+                let taken = slots[b].lock().ok().and_then(|mut slot| slot.take());
+                if let (Some((p, runs, no, re)), Ok(mut out)) = (taken, results[b].lock()) {
+                    *out = Some(parse_one(b, p, (runs, no), re));
+                }
+            })?;
+            results
+                .into_iter()
+                .map(|r| {
+                    r.into_inner().ok().flatten().unwrap_or_else(|| {
+                        Err(Error::Structure("internal: a row was not parsed".into()))
+                    })
+                })
+                .collect()
         }
     };
     let rows = rows.into_iter().collect::<Result<Vec<RowParse>>>()?;
