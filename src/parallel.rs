@@ -136,6 +136,59 @@ pub fn for_each_item(n: usize, task: &(dyn Fn(usize) + Sync)) -> Result<()> {
     Ok(())
 }
 
+/// `f(k, chunk)` for each `size`-element chunk of `data` (the last may be shorter), through
+/// [`for_each_item`]: chunk `k` is `data[k * size..]`, and no two calls see the same elements.
+pub fn for_each_chunk_mut<T: Send>(
+    data: &mut [T],
+    size: usize,
+    f: &(dyn Fn(usize, &mut [T]) + Sync),
+) -> Result<()> {
+    let size = size.max(1);
+    let len = data.len();
+    let base = SendPtr(data.as_mut_ptr());
+    for_each_item(len.div_ceil(size), &|k| {
+        let start = k * size;
+        let n = size.min(len - start);
+        // SAFETY: `for_each_item` runs each k once, so the chunks handed out are disjoint parts
+        // of `data`, which stays mutably borrowed until it returns.
+        let chunk = unsafe { std::slice::from_raw_parts_mut(base.get().add(start), n) };
+        f(k, chunk);
+    })
+}
+
+/// `[f(0), ..., f(n - 1)]`, computed `per_item` indices at a time through [`for_each_item`].
+pub fn map_indices<R: Send>(
+    n: usize,
+    per_item: usize,
+    f: &(dyn Fn(usize) -> R + Sync),
+) -> Result<Vec<R>> {
+    let per_item = per_item.max(1);
+    let mut out: Vec<Option<R>> = (0..n).map(|_| None).collect();
+    for_each_chunk_mut(&mut out, per_item, &|k, chunk| {
+        for (j, slot) in chunk.iter_mut().enumerate() {
+            *slot = Some(f(k * per_item + j));
+        }
+    })?;
+    let out: Vec<R> = out.into_iter().flatten().collect();
+    if out.len() != n {
+        return Err(Error::value("n", "every index computed", out.len()));
+    }
+    Ok(out)
+}
+
+/// A raw pointer that may cross threads (the users above guarantee disjoint access).
+struct SendPtr<T>(*mut T);
+
+impl<T> SendPtr<T> {
+    fn get(&self) -> *mut T {
+        self.0
+    }
+}
+
+// SAFETY: only used to hand out disjoint chunks, see `for_each_chunk_mut`.
+unsafe impl<T: Send> Send for SendPtr<T> {}
+unsafe impl<T: Send> Sync for SendPtr<T> {}
+
 struct TaskPtr(*const (dyn Fn(usize) + Sync + 'static));
 
 // SAFETY: the pointee is `Sync`, and it is only dereferenced under the protocol of
@@ -227,6 +280,32 @@ mod tests {
                 })
                 .unwrap();
                 assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "n={n}");
+            }
+        }
+    }
+
+    #[test]
+    fn chunks_and_maps_cover_every_element_once() {
+        for threads in [1, 2, 3] {
+            set_num_threads(threads).unwrap();
+            for (len, size) in [
+                (0usize, 4usize),
+                (1, 4),
+                (10, 3),
+                (1000, 7),
+                (64, 64),
+                (65, 64),
+            ] {
+                let mut v = vec![0usize; len];
+                for_each_chunk_mut(&mut v, size, &|k, c| {
+                    for (j, x) in c.iter_mut().enumerate() {
+                        *x += k * size + j + 1;
+                    }
+                })
+                .unwrap();
+                assert_eq!(v, (1..=len).collect::<Vec<_>>());
+                let m = map_indices(len, size, &|i| i * i).unwrap();
+                assert_eq!(m, (0..len).map(|i| i * i).collect::<Vec<_>>());
             }
         }
     }

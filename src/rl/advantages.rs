@@ -548,28 +548,31 @@ fn row_scores_cpu<T: Real>(r: &Tensor, m: &Tensor, cols: usize) -> Result<Vec<f6
         tensor::cpu_slice::<T>(r, "token_level_rewards")?,
         tensor::cpu_slice::<T>(m, "response_mask")?,
     );
-    parallel::install(|| {
-        rs.par_chunks(cols)
-            .enumerate()
-            .map(|(i, rrow)| {
-                let s = lane_sum(rrow);
-                if s.is_finite() {
-                    return s;
-                }
-                // A non-finite reward somewhere in the row: only those under mask 1 count. The
-                // mask is read for such rows only, so the common case is one pass over rewards.
-                let mrow = &ms[i * cols..(i + 1) * cols];
-                let mut lanes = [0.0f64; LANES];
-                for (k, (&rv, &mv)) in rrow.iter().zip(mrow).enumerate() {
-                    let x = rv.to_f64();
-                    if x.is_finite() || mv.to_f64() != 0.0 {
-                        lanes[k % LANES] += x;
-                    }
-                }
-                fold_lanes(&lanes)
-            })
-            .collect()
+    let rows = rs.len() / cols.max(1);
+    parallel::map_indices(rows, rows_per_item(cols), &|i| {
+        let rrow = &rs[i * cols..(i + 1) * cols];
+        let s = lane_sum(rrow);
+        if s.is_finite() {
+            return s;
+        }
+        // A non-finite reward somewhere in the row: only those under mask 1 count. The
+        // mask is read for such rows only, so the common case is one pass over rewards.
+        let mrow = &ms[i * cols..(i + 1) * cols];
+        let mut lanes = [0.0f64; LANES];
+        for (k, (&rv, &mv)) in rrow.iter().zip(mrow).enumerate() {
+            let x = rv.to_f64();
+            if x.is_finite() || mv.to_f64() != 0.0 {
+                lanes[k % LANES] += x;
+            }
+        }
+        fold_lanes(&lanes)
     })
+}
+
+/// Rows per work item of the row passes: about 64 KiB of f32 per item (a few hundred items for
+/// a 16 MB batch), so threads that wake late still find work and claiming costs nothing.
+fn rows_per_item(cols: usize) -> usize {
+    (16_384 / cols.max(1)).max(1)
 }
 
 /// Output size from which `broadcast_cpu` writes with non-temporal stores.
@@ -625,14 +628,19 @@ fn broadcast_cpu<T: Real>(per_row: &[f64], m: &Tensor, b: &Batch) -> Result<Tens
     let o = tensor::cpu_slice_mut::<T>(&mut out, "advantages")?;
     // Outputs far larger than the caches are streamed to memory (see `Real::scale_row`).
     let stream = std::mem::size_of_val(o) >= STREAM_BYTES;
-    parallel::install(|| {
-        o.par_chunks_mut(b.cols.max(1))
-            .zip(ms.par_chunks(b.cols.max(1)))
-            .zip(per_row.par_iter())
-            .for_each(|((row, mrow), &a)| {
-                // Rounded once to T, then multiplied in T, as verl does.
-                T::scale_row(row, mrow, T::from_f64(a), stream);
-            })
+    let cols = b.cols.max(1);
+    let rows = rows_per_item(cols);
+    parallel::for_each_chunk_mut(o, rows * cols, &|k, chunk| {
+        for (j, row) in chunk.chunks_mut(cols).enumerate() {
+            let i = k * rows + j;
+            // Rounded once to T, then multiplied in T, as verl does.
+            T::scale_row(
+                row,
+                &ms[i * cols..(i + 1) * cols],
+                T::from_f64(per_row[i]),
+                stream,
+            );
+        }
     })?;
     Ok(out)
 }
