@@ -245,6 +245,34 @@ def test_group_ids_follow_python_equality(ids: list[object], fresh: bool) -> Non
     assert rl._group_tensor(np.array([*ids, None], dtype=object)).tolist()[:-1] == expected
 
 
+class _Uid(str):
+    """A str subclass: equal to a plain str of the same text, hashed like one."""
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ids=st.lists(
+        st.sampled_from(["a", "b", "", "uid-1", "üid-é", "\u4e2d", "\ud800"]), max_size=40
+    ),
+    fresh=st.booleans(),
+    subclass=st.booleans(),
+)
+def test_string_group_ids_follow_python_equality(
+    ids: list[str], fresh: bool, subclass: bool
+) -> None:
+    """Lists of plain str take a byte-level path; it gives the groups of Python's equality, also
+    for equal strings as distinct objects, non-ASCII text, a lone surrogate (not UTF-8) and a str
+    subclass in the list (both handled by the general path)."""
+    if fresh:
+        ids = ["".join(list(x)) for x in ids]
+    if subclass and ids:
+        ids[0] = _Uid(ids[0])
+    first: dict[object, int] = {}
+    expected = [first.setdefault(x, len(first)) for x in ids]
+    assert rl._group_tensor(ids).tolist() == expected
+    assert rl._group_tensor(np.array(ids, dtype=object)).tolist() == expected
+
+
 def test_bad_inputs() -> None:
     r, v, m = batch(4, 5)
     with pytest.raises(r1kit.ShapeError, match=r"`values`.*\[4, 5\].*\[4, 4\]"):

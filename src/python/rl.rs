@@ -1,6 +1,7 @@
 //! Bindings for `crate::rl` (`r1kit.rl` wraps them).
 
 use pyo3::prelude::*;
+use pyo3::types::{PyList, PyString};
 
 use super::args;
 use super::tensor::{path_arg, tensor_arg, to_python};
@@ -19,6 +20,10 @@ pub fn dense_group_ids<'py>(
     py: Python<'py>,
     ids: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    if let Some(out) = dense_str_ids(ids) {
+        let t = tch::Tensor::f_from_slice(&out).map_err(crate::error::Error::from)?;
+        return to_python(py, t);
+    }
     let mut firsts: Vec<Bound<'py, PyAny>> = Vec::new();
     let mut by_hash: std::collections::HashMap<isize, Vec<usize>> =
         std::collections::HashMap::new();
@@ -55,6 +60,35 @@ pub fn dense_group_ids<'py>(
     }
     let t = tch::Tensor::f_from_slice(&out).map_err(crate::error::Error::from)?;
     to_python(py, t)
+}
+
+/// [`dense_group_ids`] for a list of exact `str` objects (verl's uids), on their UTF-8 bytes:
+/// Python's `str` equality is equality of the text, so this gives the same groups without a
+/// Python-level hash and comparison per row. `None` for anything else (other sequences, other
+/// types, subclasses with their own `__eq__`, strings that are not valid UTF-8).
+fn dense_str_ids(ids: &Bound<'_, PyAny>) -> Option<Vec<i64>> {
+    let list = ids.cast::<PyList>().ok()?;
+    let items: Vec<Bound<'_, PyAny>> = list.iter().collect();
+    let mut texts: Vec<&str> = Vec::with_capacity(items.len());
+    for item in &items {
+        let s = item.cast_exact::<PyString>().ok()?;
+        texts.push(s.to_str().ok()?);
+    }
+    let mut seen: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(texts.len());
+    let mut last: Option<(&str, i64)> = None;
+    for t in texts {
+        let id = match last {
+            Some((l, id)) if std::ptr::eq(l, t) => id,
+            _ => {
+                let next = seen.len() as i64;
+                *seen.entry(t).or_insert(next)
+            }
+        };
+        out.push(id);
+        last = Some((t, id));
+    }
+    Some(out)
 }
 
 /// Extracts the tensors of an outcome estimator and runs it without the GIL.
