@@ -38,6 +38,8 @@ pub trait Real:
     fn to_f64(self) -> f64;
     /// Narrows from f64 (round to nearest).
     fn from_f64(v: f64) -> Self;
+    /// Sum of a row in f64 with fixed lanes (`advantages::lane_sum`): the same bits on every CPU.
+    fn row_sum(row: &[Self]) -> f64;
     /// `exp(x)` for `|x| <= 80` (callers clamp first); NaN stays NaN. Branch-free for f32, so
     /// loops over it vectorise.
     fn exp_bounded(self) -> Self;
@@ -73,6 +75,9 @@ impl Real for f32 {
     }
     fn from_f64(v: f64) -> Self {
         v as f32
+    }
+    fn row_sum(row: &[Self]) -> f64 {
+        advantages::lane_sum_f32(row)
     }
     #[inline(always)]
     fn exp_bounded(self) -> Self {
@@ -133,6 +138,9 @@ impl Real for f64 {
     }
     fn from_f64(v: f64) -> Self {
         v
+    }
+    fn row_sum(row: &[Self]) -> f64 {
+        advantages::lane_sum(row)
     }
     #[inline(always)]
     fn exp_bounded(self) -> Self {
@@ -237,6 +245,31 @@ pub(crate) fn compute_view(t: &Tensor, kind: Kind) -> Result<Tensor> {
 
 /// Per-row group index in `0..n_groups` (first-appearance order) from int64 group ids.
 pub fn dense_groups(ids: &[i64]) -> (Vec<usize>, usize) {
+    // Ids in a range not much wider than the batch (0..B/G, row // G, small uids) go through a
+    // table instead of a hash map.
+    if let (Some(&lo), Some(&hi)) = (ids.iter().min(), ids.iter().max()) {
+        let span = (i128::from(hi) - i128::from(lo)) as u128;
+        if span < 4 * ids.len() as u128 + 1024 {
+            let mut table = vec![usize::MAX; span as usize + 1];
+            let mut n = 0;
+            let dense = ids
+                .iter()
+                .map(|&id| {
+                    let slot = &mut table[(i128::from(id) - i128::from(lo)) as usize];
+                    if *slot == usize::MAX {
+                        *slot = n;
+                        n += 1;
+                    }
+                    *slot
+                })
+                .collect();
+            return (dense, n);
+        }
+    }
+    dense_groups_hashed(ids)
+}
+
+fn dense_groups_hashed(ids: &[i64]) -> (Vec<usize>, usize) {
     let mut map = std::collections::HashMap::with_capacity(ids.len());
     let dense = ids
         .iter()
