@@ -1344,18 +1344,26 @@ impl Gold {
 /// not equal, `None` no answer found.
 pub fn judge_response<'a>(
     response: &str,
-    mut golds: impl Iterator<Item = &'a Gold>,
+    golds: impl Iterator<Item = &'a Gold>,
     percent: bool,
 ) -> Option<bool> {
-    let answer = find_math_answer(response)?;
+    Some(judge_answer(&find_math_answer(response)?, golds, percent))
+}
+
+/// True when an extracted answer (see [`find_math_answer`]) equals one of `golds`.
+pub fn judge_answer<'a>(
+    answer: &str,
+    mut golds: impl Iterator<Item = &'a Gold>,
+    percent: bool,
+) -> bool {
     let mut value = None;
     let mut short = Short::new();
-    if fast_canon(&answer, &mut short).is_some() {
+    if fast_canon(answer, &mut short).is_some() {
         let canon = short.as_str();
-        return Some(golds.any(|g| g.equals(canon, false, &mut value, percent)));
+        return golds.any(|g| g.equals(canon, false, &mut value, percent));
     }
-    let p = normalize_general(&answer);
-    Some(golds.any(|g| g.equals(&p.canon, p.percent, &mut value, percent)))
+    let p = normalize_general(answer);
+    golds.any(|g| g.equals(&p.canon, p.percent, &mut value, percent))
 }
 
 #[cfg(test)]
