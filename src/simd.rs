@@ -41,6 +41,24 @@ pub fn prefetch_tail(b: &[u8], max_bytes: usize) {
     }
 }
 
+/// Asks the CPU to start loading the cache line at `p` (a hint: never faults, whatever `p`).
+#[inline]
+pub fn prefetch_line(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: prefetching is a hint that never faults, even on an invalid address.
+        #[allow(unused_unsafe)]
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>());
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = p;
+    }
+}
+
 /// Defines a function that runs `$body` (an `#[inline(always)]` function with the same
 /// arguments) compiled for AVX2 when the CPU has it, and compiled for the baseline otherwise.
 ///

@@ -706,7 +706,19 @@ def test_memoized_batch_equals_per_response_judging(restore_threads: None) -> No
 
     rng = random.Random(5)
     pairs = corpus(seed=4, equivalents=1)
-    answers = ["1/2", "\\frac{1}{2}", "0.5", "3", "x = 3", "(1, 2)", "10\\%", "0.1", "{", ""]
+    answers = [
+        "1/2",
+        "\\frac{1}{2}",
+        "0.5",
+        "3",
+        "x = 3",
+        "(1, 2)",
+        "10\\%",
+        "0.1",
+        "{",
+        "",
+        "0." + "0" * 60,
+    ]
     formats = [
         "reasoning\nFinal Answer: {}\n",
         "so $\\boxed{{{}}}$",

@@ -247,7 +247,10 @@ pub fn find_math_answer(response: &str) -> Option<Cow<'_, str>> {
             }
         }
     }
-    let boxed = match quick_last_boxed(response) {
+    // No `\boxed` / `\fbox` at all: no answer (tags become newlines, so removing them cannot
+    // make one), and no brace table to build.
+    let after = last_box_start(response.as_bytes())?;
+    let boxed = match quick_boxed_at(response, after) {
         Some(content) => match remove_tags(content) {
             Cow::Borrowed(c) => Cow::Borrowed(py_strip(c)),
             Cow::Owned(c) => Cow::Owned(py_strip(&c).to_string()),
@@ -279,11 +282,10 @@ fn last_final_answer(s: &str) -> Option<usize> {
     None
 }
 
-/// Content of the last `\boxed{...}` / `\fbox{...}` when that last one is closed (the common
-/// case, found without scanning the text before it); `None` otherwise.
-fn quick_last_boxed(s: &str) -> Option<&str> {
+/// Content of the last `\boxed{...}` / `\fbox{...}`, whose command ends at `after`, when it
+/// is closed (the common case, found without scanning the text before it); `None` otherwise.
+fn quick_boxed_at(s: &str, after: usize) -> Option<&str> {
     let b = s.as_bytes();
-    let after = last_box_start(b)?;
     if b.get(after) != Some(&b'{') {
         return None;
     }

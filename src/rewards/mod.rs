@@ -16,6 +16,7 @@ pub mod qa;
 pub mod recipe;
 pub mod text;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -282,8 +283,7 @@ pub fn math_judge_golds(
                     crate::simd::prefetch_tail(next.as_ref().as_bytes(), PREFETCH_BYTES);
                 }
                 let answer = math::find_math_answer(responses[i].as_ref())?;
-                let hash = pair_hash(&answer, golds.ids_of(i));
-                Some(Found { answer, hash })
+                Some(Found::new(answer, golds.ids_of(i)))
             })
             .collect();
         let pairs = distinct_pairs(&found, golds);
@@ -291,7 +291,7 @@ pub fn math_judge_golds(
             .first_of
             .par_iter()
             .map(|&i| {
-                let answer = found[i as usize].as_ref().map_or("", |f| &f.answer);
+                let answer = found[i as usize].as_ref().map_or("", Found::answer);
                 math::judge_answer(answer, golds.golds_of(i as usize), percent)
             })
             .collect();
@@ -308,8 +308,45 @@ const PREFETCH_BYTES: usize = 1024;
 
 /// A response's extracted answer and the hash of (answer, golds).
 struct Found<'a> {
-    answer: std::borrow::Cow<'a, str>,
+    answer: Answer<'a>,
     hash: u64,
+}
+
+/// Longest answer [`Found`] copies.
+const INLINE: usize = 46;
+
+/// An answer copied next to its hash when short (nearly always): the dedup and the judging
+/// read it again after the whole batch has been scanned, when its response has left the cache
+/// (that re-read was a fifth of the judging time).
+enum Answer<'a> {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Text(Cow<'a, str>),
+}
+
+impl<'a> Found<'a> {
+    fn new(answer: Cow<'a, str>, gold_ids: &[u32]) -> Self {
+        let hash = pair_hash(&answer, gold_ids);
+        let answer = match u8::try_from(answer.len()) {
+            Ok(len) if answer.len() <= INLINE => {
+                let mut bytes = [0; INLINE];
+                bytes[..answer.len()].copy_from_slice(answer.as_bytes());
+                Answer::Inline { len, bytes }
+            }
+            _ => Answer::Text(answer),
+        };
+        Self { answer, hash }
+    }
+
+    fn answer(&self) -> &str {
+        match &self.answer {
+            Answer::Inline { len, bytes } => {
+                let b = &bytes[..usize::from(*len)];
+                // SAFETY: `b` is a whole `str` copied byte for byte (see `new`).
+                unsafe { std::str::from_utf8_unchecked(b) }
+            }
+            Answer::Text(t) => t,
+        }
+    }
 }
 
 fn pair_hash(answer: &str, gold_ids: &[u32]) -> u64 {
@@ -364,7 +401,7 @@ fn distinct_pairs(found: &[Option<Found<'_>>], golds: &MathGolds) -> Pairs {
             if t == tag
                 && found[j]
                     .as_ref()
-                    .is_some_and(|g| g.hash == f.hash && g.answer == f.answer)
+                    .is_some_and(|g| g.hash == f.hash && g.answer() == f.answer())
                 && golds.ids_of(j) == golds.ids_of(i)
             {
                 break k;
@@ -444,7 +481,11 @@ mod tests {
     fn memoized_verdicts_equal_per_response_judging() {
         // Few answers, written in every format, so that answers and pairs repeat a lot; equal
         // extracted answers also come from differently formatted responses.
-        const ANSWERS: [&str; 12] = [
+        const ANSWERS: [&str; 15] = [
+            // Longer than what `Found` copies, and both sides of that length.
+            "\\frac{123456789}{987654321} + \\text{and more words after it}",
+            "0.50000000000000000000000000000000000000000000",
+            "0.500000000000000000000000000000000000000000000",
             "1/2",
             "\\frac{1}{2}",
             "0.5",
@@ -519,8 +560,8 @@ mod tests {
             .iter()
             .map(|&a| {
                 Some(Found {
-                    answer: a.into(),
                     hash: 7,
+                    ..Found::new(a.into(), &[])
                 })
             })
             .collect();
