@@ -42,6 +42,8 @@ pub fn prefetch_tail(b: &[u8], max_bytes: usize) {
 }
 
 /// Asks the CPU to start loading the cache line at `p` (a hint: never faults, whatever `p`).
+/// Used by the bindings (reading a list's str objects ahead).
+#[cfg(feature = "python")]
 #[inline]
 pub fn prefetch_line(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
