@@ -19,6 +19,48 @@ pub fn has_avx2() -> bool {
     }
 }
 
+/// Asks the CPU to start loading the last `max_bytes` of `b` into the cache (a hint: no effect
+/// on results, nothing on other architectures).
+#[inline]
+pub fn prefetch_tail(b: &[u8], max_bytes: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let start = b.len().saturating_sub(max_bytes);
+        for at in (start..b.len()).step_by(64) {
+            // SAFETY: prefetching is a hint that never faults, and `at` is inside `b`.
+            #[allow(unused_unsafe)]
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().add(at).cast::<i8>());
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (b, max_bytes);
+    }
+}
+
+/// Asks the CPU to start loading the cache line at `p` (a hint: never faults, whatever `p`).
+/// Used by the bindings (reading a list's str objects ahead).
+#[cfg(feature = "python")]
+#[inline]
+pub fn prefetch_line(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: prefetching is a hint that never faults, even on an invalid address.
+        #[allow(unused_unsafe)]
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>());
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = p;
+    }
+}
+
 /// Defines a function that runs `$body` (an `#[inline(always)]` function with the same
 /// arguments) compiled for AVX2 when the CPU has it, and compiled for the baseline otherwise.
 ///

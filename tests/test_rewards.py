@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import r1kit
 from math_corpus import corpus
+from r1kit import _core
 from r1kit import rewards as R
 
 # ---------------------------------------------------------------------------------------------
@@ -695,6 +696,70 @@ def test_same_results_whatever_the_thread_count(restore_threads: None) -> None:
         out.append((R.math_scores(responses, golds), R.qa_scores(qa, golds)))
     for m, q in out[1:]:
         assert torch.equal(m, out[0][0]) and torch.equal(q, out[0][1])
+
+
+def test_memoized_batch_equals_per_response_judging(restore_threads: None) -> None:
+    # A batch judges each distinct (answer, golds) pair once; it must give what one call per
+    # response gives. Answers repeat across formats (equal extracted answers from differently
+    # formatted responses), golds repeat as one shared object and as equal distinct str objects.
+    import random
+
+    rng = random.Random(5)
+    pairs = corpus(seed=4, equivalents=1)
+    answers = [
+        "1/2",
+        "\\frac{1}{2}",
+        "0.5",
+        "3",
+        "x = 3",
+        "(1, 2)",
+        "10\\%",
+        "0.1",
+        "{",
+        "",
+        "0." + "0" * 60,
+    ]
+    formats = [
+        "reasoning\nFinal Answer: {}\n",
+        "so $\\boxed{{{}}}$",
+        "Final Answer: The final answer is ${}$. I hope it is correct.",
+        "<Summary>Final Answer: {}</Summary>",
+        "no answer here {}",
+    ]
+    shared = ["0.5", "3", "(1,2)", "10%", "7.0"]
+
+    def fresh(s: str) -> str:
+        """Equal content in another str object (CPython caches one-character strings)."""
+        return (s + " ")[:-1]
+
+    assert fresh("0.5") is not fresh("0.5")
+    responses: list[str] = []
+    golds: list[str | list[str]] = []
+    for i in range(3000):
+        if i % 3 == 0:
+            p = rng.choice(pairs)
+            responses.append(p.response)
+            golds.append(p.gold if rng.random() < 0.5 else fresh(p.gold))
+        else:
+            responses.append(rng.choice(formats).format(rng.choice(answers)))
+            g = rng.choice(shared)
+            distinct = fresh(g)
+            golds.append(rng.choice([g, distinct, [g, rng.choice(shared)], (distinct,)]))
+    assert len(set(responses)) < len(responses) / 2
+    for percent in (False, True):
+        one_by_one = [
+            R.math_scores([r], [g], percent=percent).item()
+            for r, g in zip(responses, golds, strict=True)
+        ]
+        codes_one = [
+            _core.math_judge([r], [g], percent, None, None, None)[0][0]
+            for r, g in zip(responses, golds, strict=True)
+        ]
+        for n in (1, 2, 3):
+            r1kit.set_num_threads(n)
+            assert R.math_scores(responses, golds, percent=percent).tolist() == one_by_one
+            assert _core.math_judge(responses, golds, percent, None, None, None)[0] == codes_one
+    assert {1, 0, -1} <= set(codes_one)
 
 
 def test_fraction_reference_agrees_on_numbers() -> None:

@@ -5,10 +5,13 @@
 //! GIL is released.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
+use pyo3::{ffi, Borrowed};
 use tch::Tensor;
 
 use super::args::{self, type_name};
@@ -191,9 +194,7 @@ impl Source<'_> {
     /// Borrows the texts' UTF-8 (lone surrogates become U+FFFD in an owned copy).
     fn view(&self) -> TextView<'_> {
         match self {
-            Source::Texts(items) => {
-                TextView::Texts(items.iter().map(|s| s.to_string_lossy()).collect())
-            }
+            Source::Texts(items) => TextView::Texts(utf8_of(items)),
             Source::Ids(ids) => TextView::Ids(ids.share()),
         }
     }
@@ -208,6 +209,64 @@ impl<'a> TextView<'a> {
         }
     }
 }
+
+/// A list or tuple argument read item by item without new references (a batch of 10,000 str
+/// objects costs no reference-count traffic until the caller keeps one).
+enum Seq<'a, 'py> {
+    List(&'a Bound<'py, PyList>),
+    Tuple(&'a Bound<'py, PyTuple>),
+}
+
+impl<'a, 'py> Seq<'a, 'py> {
+    fn of(obj: &'a Bound<'py, PyAny>, arg: &str, what: &str) -> Result<Self> {
+        if let Ok(l) = obj.cast::<PyList>() {
+            Ok(Seq::List(l))
+        } else if let Ok(t) = obj.cast::<PyTuple>() {
+            Ok(Seq::Tuple(t))
+        } else {
+            Err(Error::type_(arg, what, type_name(obj)))
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Seq::List(l) => l.len(),
+            Seq::Tuple(t) => t.len(),
+        }
+    }
+
+    /// Item `i < self.len()`, borrowed from the sequence. The caller must not run Python code
+    /// (which could shrink a list) while it holds the item; it takes a reference to keep one.
+    fn get(&self, i: usize) -> Borrowed<'a, 'py, PyAny> {
+        debug_assert!(i < self.len());
+        match self {
+            // SAFETY: i is below the length, read under the GIL with no Python code run since
+            // (the module does not declare itself free-threading safe, so a free-threaded
+            // interpreter re-enables the GIL for it); PyList_GET_ITEM returns a valid borrowed
+            // pointer then.
+            Seq::List(l) => unsafe {
+                Borrowed::from_ptr(
+                    l.py(),
+                    ffi::PyList_GET_ITEM(l.as_ptr(), i as ffi::Py_ssize_t),
+                )
+            },
+            // SAFETY: i is below the length of a tuple, which cannot change.
+            Seq::Tuple(t) => unsafe { t.get_borrowed_item_unchecked(i) },
+        }
+    }
+
+    /// Starts loading item `i`'s object header (the next items' headers are cold in a batch
+    /// of long strings: one cache miss each otherwise).
+    fn prefetch(&self, i: usize) {
+        if i < self.len() {
+            let p = self.get(i).as_ptr();
+            crate::simd::prefetch_line(p.cast::<u8>());
+        }
+    }
+}
+
+/// How many items ahead [`Seq::prefetch`] is called.
+const PREFETCH_ITEMS: usize = 8;
 
 /// A list or tuple argument's items.
 fn items<'py>(obj: &Bound<'py, PyAny>, arg: &str, what: &str) -> Result<Vec<Bound<'py, PyAny>>> {
@@ -228,21 +287,27 @@ fn lossy_str(obj: &Bound<'_, PyAny>, arg: impl FnOnce() -> String) -> Result<Str
     Ok(s.to_string_lossy().into_owned())
 }
 
-/// The str objects of a list argument (type-checked, not copied).
+/// The str objects of a list argument (type-checked, not copied; a new reference to each, so
+/// that a list changed by another thread while the GIL is released cannot free them).
 fn str_objects<'py>(obj: &Bound<'py, PyAny>, arg: &str) -> Result<Vec<Bound<'py, PyString>>> {
-    items(obj, arg, "a list of str")?
-        .into_iter()
-        .enumerate()
-        .map(|(i, item)| {
-            item.cast_into::<PyString>().map_err(|e| {
-                Error::type_(
+    let seq = Seq::of(obj, arg, "a list of str")?;
+    let mut out = Vec::with_capacity(seq.len());
+    for i in 0..seq.len() {
+        seq.prefetch(i + PREFETCH_ITEMS);
+        let item = seq.get(i);
+        match item.cast::<PyString>() {
+            Ok(s) => out.push(s.to_owned()),
+            Err(_) => {
+                let item = item.to_owned();
+                return Err(Error::type_(
                     format!("{arg}[{i}]"),
                     "a str",
-                    type_name(e.into_inner().as_any()),
-                )
-            })
-        })
-        .collect()
+                    type_name(&item),
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn str_list(obj: &Bound<'_, PyAny>, arg: &str) -> Result<Vec<String>> {
@@ -285,18 +350,64 @@ struct MathGoldsArg<'py> {
 
 /// The UTF-8 of str objects, read in place (lone surrogates become U+FFFD in an owned copy).
 fn utf8_of<'a>(objects: &'a [Bound<'_, PyString>]) -> Vec<Cow<'a, str>> {
-    objects.iter().map(|s| s.to_string_lossy()).collect()
+    (0..objects.len())
+        .map(|i| {
+            if let Some(next) = objects.get(i + PREFETCH_ITEMS) {
+                crate::simd::prefetch_line(next.as_ptr().cast::<u8>());
+            }
+            utf8(&objects[i])
+        })
+        .collect()
+}
+
+/// The UTF-8 of a str object: borrowed (CPython keeps it, and for ASCII it is the text itself),
+/// or a U+FFFD copy for lone surrogates.
+fn utf8<'a>(s: &'a Bound<'_, PyString>) -> Cow<'a, str> {
+    let mut len: ffi::Py_ssize_t = 0;
+    // SAFETY: `s` is a str object held for 'a; on success the buffer is its UTF-8 (valid,
+    // immutable and owned by the object), `len` bytes long.
+    unsafe {
+        let p = ffi::PyUnicode_AsUTF8AndSize(s.as_ptr(), &mut len);
+        if !p.is_null() {
+            let bytes = std::slice::from_raw_parts(p.cast::<u8>(), len as usize);
+            return Cow::Borrowed(std::str::from_utf8_unchecked(bytes));
+        }
+        // Lone surrogates: drop the UnicodeEncodeError, then the lossy copy.
+        ffi::PyErr_Clear();
+    }
+    s.to_string_lossy()
+}
+
+/// Hashes an object address: the bits above the allocator's 16-byte alignment, multiplied and
+/// folded so that both the low bits (the table index) and the high bits (its tags) vary.
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl std::hash::Hasher for AddressHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_usize(&mut self, a: usize) {
+        self.0 = ((a as u64) >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 32)
+    }
 }
 
 fn math_golds_arg<'py>(obj: &Bound<'py, PyAny>) -> Result<MathGoldsArg<'py>> {
     let what = "a list with one str (or list of str) per response";
-    let items = items(obj, "golds", what)?;
+    let seq = Seq::of(obj, "golds", what)?;
     let mut objects: Vec<Bound<'py, PyString>> = Vec::new();
-    let mut seen: std::collections::HashMap<usize, u32> = std::collections::HashMap::new();
-    let mut offsets = Vec::with_capacity(items.len() + 1);
-    let mut ids = Vec::with_capacity(items.len());
+    let mut seen: HashMap<usize, u32, BuildHasherDefault<AddressHasher>> = HashMap::default();
+    let mut offsets = Vec::with_capacity(seq.len() + 1);
+    let mut ids = Vec::with_capacity(seq.len());
     offsets.push(0);
-    let mut add = |s: Bound<'py, PyString>, ids: &mut Vec<u32>| -> Result<()> {
+    let mut add = |s: &Bound<'py, PyString>, ids: &mut Vec<u32>| -> Result<()> {
         // Same object as the previous gold (a group's samples side by side): no lookup at all.
         let ptr = s.as_ptr() as usize;
         if let Some(&last) = ids.last() {
@@ -312,36 +423,36 @@ fn math_golds_arg<'py>(obj: &Bound<'py, PyAny>) -> Result<MathGoldsArg<'py>> {
                     Error::value("golds", "fewer than 2**32 gold answers", objects.len())
                 })?;
                 seen.insert(ptr, k);
-                objects.push(s);
+                objects.push(s.clone());
                 k
             }
         };
         ids.push(k);
         Ok(())
     };
-    for (i, item) in items.into_iter().enumerate() {
-        match item.cast_into::<PyString>() {
-            Ok(s) => add(s, &mut ids)?,
-            Err(e) => {
-                let item = e.into_inner();
-                if !(item.is_instance_of::<PyList>() || item.is_instance_of::<PyTuple>()) {
-                    return Err(Error::type_(
-                        format!("golds[{i}]"),
-                        "a str or a list of str",
-                        type_name(&item),
-                    ));
-                }
-                let arg = format!("golds[{i}]");
-                for (j, x) in items_of(&item, &arg)?.into_iter().enumerate() {
-                    let s = x.cast_into::<PyString>().map_err(|e| {
-                        Error::type_(
-                            format!("{arg}[{j}]"),
-                            "a str",
-                            type_name(e.into_inner().as_any()),
-                        )
-                    })?;
-                    add(s, &mut ids)?;
-                }
+    for i in 0..seq.len() {
+        let item = seq.get(i);
+        if let Ok(s) = item.cast::<PyString>() {
+            add(&s, &mut ids)?;
+        } else {
+            let item = item.to_owned();
+            if !(item.is_instance_of::<PyList>() || item.is_instance_of::<PyTuple>()) {
+                return Err(Error::type_(
+                    format!("golds[{i}]"),
+                    "a str or a list of str",
+                    type_name(&item),
+                ));
+            }
+            let arg = format!("golds[{i}]");
+            for (j, x) in items_of(&item, &arg)?.into_iter().enumerate() {
+                let s = x.cast_into::<PyString>().map_err(|e| {
+                    Error::type_(
+                        format!("{arg}[{j}]"),
+                        "a str",
+                        type_name(e.into_inner().as_any()),
+                    )
+                })?;
+                add(&s, &mut ids)?;
             }
         }
         offsets.push(ids.len());

@@ -247,7 +247,10 @@ pub fn find_math_answer(response: &str) -> Option<Cow<'_, str>> {
             }
         }
     }
-    let boxed = match quick_last_boxed(response) {
+    // No `\boxed` / `\fbox` at all: no answer (tags become newlines, so removing them cannot
+    // make one), and no brace table to build.
+    let after = last_box_start(response.as_bytes())?;
+    let boxed = match quick_boxed_at(response, after) {
         Some(content) => match remove_tags(content) {
             Cow::Borrowed(c) => Cow::Borrowed(py_strip(c)),
             Cow::Owned(c) => Cow::Owned(py_strip(&c).to_string()),
@@ -279,11 +282,10 @@ fn last_final_answer(s: &str) -> Option<usize> {
     None
 }
 
-/// Content of the last `\boxed{...}` / `\fbox{...}` when that last one is closed (the common
-/// case, found without scanning the text before it); `None` otherwise.
-fn quick_last_boxed(s: &str) -> Option<&str> {
+/// Content of the last `\boxed{...}` / `\fbox{...}`, whose command ends at `after`, when it
+/// is closed (the common case, found without scanning the text before it); `None` otherwise.
+fn quick_boxed_at(s: &str, after: usize) -> Option<&str> {
     let b = s.as_bytes();
-    let after = last_box_start(b)?;
     if b.get(after) != Some(&b'{') {
         return None;
     }
@@ -1344,18 +1346,26 @@ impl Gold {
 /// not equal, `None` no answer found.
 pub fn judge_response<'a>(
     response: &str,
-    mut golds: impl Iterator<Item = &'a Gold>,
+    golds: impl Iterator<Item = &'a Gold>,
     percent: bool,
 ) -> Option<bool> {
-    let answer = find_math_answer(response)?;
+    Some(judge_answer(&find_math_answer(response)?, golds, percent))
+}
+
+/// True when an extracted answer (see [`find_math_answer`]) equals one of `golds`.
+pub fn judge_answer<'a>(
+    answer: &str,
+    mut golds: impl Iterator<Item = &'a Gold>,
+    percent: bool,
+) -> bool {
     let mut value = None;
     let mut short = Short::new();
-    if fast_canon(&answer, &mut short).is_some() {
+    if fast_canon(answer, &mut short).is_some() {
         let canon = short.as_str();
-        return Some(golds.any(|g| g.equals(canon, false, &mut value, percent)));
+        return golds.any(|g| g.equals(canon, false, &mut value, percent));
     }
-    let p = normalize_general(&answer);
-    Some(golds.any(|g| g.equals(&p.canon, p.percent, &mut value, percent)))
+    let p = normalize_general(answer);
+    golds.any(|g| g.equals(&p.canon, p.percent, &mut value, percent))
 }
 
 #[cfg(test)]
