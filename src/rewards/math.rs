@@ -1008,6 +1008,9 @@ macro_rules! binary_gcd {
 
 fn gcd(a: i128, b: i128) -> i128 {
     let (a, b) = (a.unsigned_abs(), b.unsigned_abs());
+    if a == 1 || b == 1 {
+        return 1;
+    }
     let g = match (u64::try_from(a), u64::try_from(b)) {
         // Nearly always: 64-bit words, no 128-bit division calls.
         (Ok(a), Ok(b)) => u128::from(binary_gcd!(a, b)),
@@ -1037,6 +1040,10 @@ impl Rational {
     fn new(num: i128, den: i128) -> Option<Self> {
         if den == 0 || num == i128::MIN || den == i128::MIN {
             return None;
+        }
+        if den == 1 {
+            // Integers, the common case: already reduced.
+            return Some(Self { num, den });
         }
         let g = gcd(num, den).max(1);
         let (mut n, mut d) = (div_by(num, g), div_by(den, g));
@@ -1312,6 +1319,133 @@ pub fn math_equal(pred: &str, gold: &str, percent: bool) -> bool {
     normalized_equal(&normalize_math(pred), &normalize_math(gold), percent)
 }
 
+/// Most elements a [`Flat`] value holds.
+const FLAT_MAX: usize = 8;
+
+/// The container of a [`Flat`] value (see [`Value`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Number,
+    Tuple(u8, u8),
+    Set,
+    List,
+}
+
+/// What [`parse_value`] gives for a number, or for a tuple, set or list of up to [`FLAT_MAX`]
+/// numbers (nearly every answer), built on the stack: a prediction is parsed once per distinct
+/// answer, and the allocations of a [`Value`] were half of that.
+#[derive(Debug, Clone, Copy)]
+struct Flat {
+    shape: Shape,
+    len: usize,
+    items: [Rational; FLAT_MAX],
+}
+
+impl Flat {
+    fn numbers(&self) -> &[Rational] {
+        &self.items[..self.len]
+    }
+}
+
+/// [`parse_value`]`(s, 0)` when that is a number or a flat container of numbers; `None` for
+/// anything else (nesting, atoms, `x = ` inside elements, more than [`FLAT_MAX`] elements),
+/// which then takes [`parse_value`]. Each step mirrors a branch of [`parse_value`] in its order.
+fn parse_flat(s: &str) -> Option<Flat> {
+    let zero = Rational { num: 0, den: 1 };
+    let mut flat = Flat {
+        shape: Shape::Number,
+        len: 0,
+        items: [zero; FLAT_MAX],
+    };
+    if let Some(inner) = s.strip_prefix("\\{").and_then(|r| r.strip_suffix("\\}")) {
+        flat.shape = Shape::Set;
+        return flat_elements(inner, flat);
+    }
+    let b = s.as_bytes();
+    if let (Some(&o @ (b'(' | b'[')), Some(&c @ (b')' | b']'))) = (b.first(), b.last()) {
+        let inner = &s[1..s.len() - 1];
+        // Without a top-level comma it is `(x)` (a recursion) or an atom: not flat.
+        if !has_top_comma(inner) {
+            return None;
+        }
+        flat.shape = Shape::Tuple(o, c);
+        return flat_elements(inner, flat);
+    }
+    if has_top_comma(s) {
+        flat.shape = Shape::List;
+        return flat_elements(s, flat);
+    }
+    flat.items[0] = parse_number(s)?;
+    flat.len = 1;
+    Some(flat)
+}
+
+/// The elements of [`parse_flat`]'s container: `inner` split at its top-level commas (as
+/// [`split_top`] does), each a plain number.
+fn flat_elements(inner: &str, mut flat: Flat) -> Option<Flat> {
+    let b = inner.as_bytes();
+    let mut depth: i64 = 0;
+    let mut start = 0;
+    for i in 0..=b.len() {
+        let end = i == b.len();
+        if !end {
+            match b[i] {
+                b'{' | b'(' | b'[' => depth += 1,
+                b'}' | b')' | b']' => depth -= 1,
+                _ => {}
+            }
+        }
+        if end || (b[i] == b',' && depth == 0) {
+            let part = &inner[start..i];
+            // An empty part makes `parse_value` an atom; `=` or `\in` would go through
+            // `drop_assignment`; a nested container never parses as a number.
+            if part.is_empty()
+                || flat.len == FLAT_MAX
+                || part.contains('=')
+                || part.contains("\\in")
+            {
+                return None;
+            }
+            flat.items[flat.len] = parse_number(part)?;
+            flat.len += 1;
+            start = i + 1;
+        }
+    }
+    Some(flat)
+}
+
+/// `values_equal(parse_value(canon), g)` for a prediction whose parse is `f`.
+fn flat_equal(f: &Flat, g: &Value) -> bool {
+    let same = |ys: &[Value]| {
+        ys.len() == f.len
+            && f.numbers()
+                .iter()
+                .zip(ys)
+                .all(|(x, y)| matches!(y, Value::Number(y) if x == y))
+    };
+    match (f.shape, g) {
+        (Shape::Number, Value::Number(y)) => f.items[0] == *y,
+        (Shape::Tuple(o, c), Value::Tuple(o2, c2, ys)) => {
+            char::from(o) == *o2 && char::from(c) == *c2 && same(ys)
+        }
+        (Shape::List, Value::List(ys)) => same(ys),
+        (Shape::Set, Value::Set(ys)) => {
+            // The same greedy matching as `values_equal` (equality is transitive, so greedy
+            // finds a matching whenever one exists).
+            if ys.len() != f.len {
+                return false;
+            }
+            let mut used = [false; FLAT_MAX];
+            f.numbers().iter().all(|x| {
+                let hit = (0..ys.len())
+                    .find(|&j| !used[j] && matches!(&ys[j], Value::Number(y) if x == y));
+                hit.map(|j| used[j] = true).is_some()
+            })
+        }
+        _ => false,
+    }
+}
+
 /// A gold answer normalized and parsed once, to be compared with many predictions.
 #[derive(Debug, Clone)]
 pub struct Gold {
@@ -1325,6 +1459,31 @@ impl Gold {
         let norm = normalize_math(gold);
         let value = parse_value(&norm.canon, 0);
         Self { norm, value }
+    }
+
+    /// [`Self::equals`] for a fast-path prediction (no percent sign) whose [`parse_flat`] is
+    /// `flat` (computed on first use, then shared across golds).
+    fn equals_flat(&self, canon: &str, flat: &mut Option<Option<Flat>>, percent: bool) -> bool {
+        if canon.is_empty() || self.norm.canon.is_empty() {
+            return false;
+        }
+        if canon == self.norm.canon {
+            return true;
+        }
+        let Some(f) = flat.get_or_insert_with(|| parse_flat(canon)) else {
+            return false;
+        };
+        if flat_equal(f, &self.value) {
+            return true;
+        }
+        // `percent_equal` with a prediction without `%`: the gold's value over 100.
+        if percent && self.norm.percent && f.shape == Shape::Number {
+            if let Value::Number(y) = &self.value {
+                let hundred = Rational { num: 100, den: 1 };
+                return y.div(hundred).is_some_and(|v| v == f.items[0]);
+            }
+        }
+        false
     }
 
     /// [`normalized_equal`] of a prediction's canonical form and this gold; `value` caches the
@@ -1362,7 +1521,15 @@ pub fn judge_answer<'a>(
     let mut short = Short::new();
     if fast_canon(answer, &mut short).is_some() {
         let canon = short.as_str();
-        return golds.any(|g| g.equals(canon, false, &mut value, percent));
+        let mut flat = None;
+        let flat_or_value = |g: &Gold, flat: &mut Option<Option<Flat>>, value: &mut _| {
+            // Not flat: the general parse, once.
+            if g.equals_flat(canon, flat, percent) {
+                return true;
+            }
+            matches!(flat, Some(None)) && g.equals(canon, false, value, percent)
+        };
+        return golds.any(|g| flat_or_value(g, &mut flat, &mut value));
     }
     let p = normalize_general(answer);
     golds.any(|g| g.equals(&p.canon, p.percent, &mut value, percent))
@@ -1447,6 +1614,154 @@ mod tests {
                 (0..len).map(|_| tokens[next(tokens.len())]).collect()
             })
             .collect()
+    }
+
+    #[test]
+    fn flat_parse_equals_parse_value() {
+        // Canonical forms as the fast path writes them, and golds of every value shape.
+        const TOKENS: [&str; 22] = [
+            "0",
+            "1",
+            "2",
+            "12",
+            "-",
+            "+",
+            ".",
+            "/",
+            ",",
+            ",",
+            "(",
+            ")",
+            "[",
+            "]",
+            "{",
+            "}",
+            "\\{",
+            "\\}",
+            "\\frac{1}{2}",
+            "\\frac{",
+            "x=",
+            "\\in",
+        ];
+        let mut forms = random_answers(60_000, 0x51_7cc1_b727_220a, &TOKENS);
+        // Containers of numbers, the shapes answers mostly have.
+        const NUMBERS: [&str; 10] = [
+            "1",
+            "2",
+            "-1",
+            "0.5",
+            "1/2",
+            "\\frac{1}{2}",
+            "+2",
+            "2.",
+            "3",
+            "",
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for k in 0..10_000 {
+            let body: Vec<&str> = (0..1 + k % 9)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1);
+                    NUMBERS[(state >> 33) as usize % NUMBERS.len()]
+                })
+                .collect();
+            let body = body.join(",");
+            forms.push(match k % 5 {
+                0 => format!("({body})"),
+                1 => format!("[{body})"),
+                2 => format!("\\{{{body}\\}}"),
+                3 => body,
+                _ => format!("({body}]"),
+            });
+        }
+        let golds: Vec<Value> = forms
+            .iter()
+            .step_by(7)
+            .map(|g| parse_value(g, 0))
+            .chain(
+                [
+                    "1/2",
+                    "(1,2)",
+                    "[1,2)",
+                    "\\{1,2,2\\}",
+                    "\\{2,1,2\\}",
+                    "1,2",
+                    "(1,(2))",
+                    "a",
+                ]
+                .iter()
+                .map(|g| parse_value(g, 0)),
+            )
+            .collect();
+        let mut flat_count = 0;
+        let mut equal_count = 0;
+        for (i, s) in forms.iter().enumerate() {
+            let Some(f) = parse_flat(s) else { continue };
+            flat_count += 1;
+            let v = parse_value(s, 0);
+            // The flat parse is the general one, element for element.
+            let want = match f.shape {
+                Shape::Number => Value::Number(f.items[0]),
+                Shape::Tuple(o, c) => Value::Tuple(
+                    char::from(o),
+                    char::from(c),
+                    f.numbers().iter().map(|&x| Value::Number(x)).collect(),
+                ),
+                Shape::Set => Value::Set(f.numbers().iter().map(|&x| Value::Number(x)).collect()),
+                Shape::List => Value::List(f.numbers().iter().map(|&x| Value::Number(x)).collect()),
+            };
+            assert_eq!(v, want, "{s:?}");
+            for g in golds
+                .iter()
+                .skip(i % 13)
+                .step_by(13)
+                .chain(&golds[golds.len() - 8..])
+            {
+                let eq = flat_equal(&f, g);
+                assert_eq!(eq, values_equal(&v, g), "{s:?} vs {g:?}");
+                equal_count += usize::from(eq);
+            }
+        }
+        assert!(
+            flat_count > 6_000 && equal_count > 500,
+            "{flat_count} {equal_count}"
+        );
+        // Judging through the flat parse equals judging through parse_value, percent included.
+        let gold_strings = [
+            "50\\%",
+            "0.5",
+            "(1,2)",
+            "\\{1,2\\}",
+            "\\frac{1}{2}",
+            "1,2",
+            "x",
+            "2%",
+        ];
+        let gs: Vec<Gold> = gold_strings.iter().map(|g| Gold::new(g)).collect();
+        for s in forms
+            .iter()
+            .take(20_000)
+            .chain(&["0.5".to_string(), "1/2".into(), "(2,1)".into()])
+        {
+            for percent in [false, true] {
+                for g in &gs {
+                    let mut short = Short::new();
+                    let want = if fast_canon(s, &mut short).is_some() {
+                        g.equals(short.as_str(), false, &mut None, percent)
+                    } else {
+                        let p = normalize_general(s);
+                        g.equals(&p.canon, p.percent, &mut None, percent)
+                    };
+                    assert_eq!(
+                        judge_answer(s, std::iter::once(g), percent),
+                        want,
+                        "{s:?} {g:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
