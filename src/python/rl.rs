@@ -79,7 +79,9 @@ fn dense_str_ids(ids: &Bound<'_, PyAny>) -> Option<Vec<i64>> {
     let mut last: Option<(&str, i64)> = None;
     for t in texts {
         let id = match last {
-            Some((l, id)) if std::ptr::eq(l, t) => id,
+            // A group's rows side by side (verl repeats each uid n times): equal text, equal
+            // group, no hashing.
+            Some((l, id)) if l == t => id,
             _ => {
                 let next = seen.len() as i64;
                 *seen.entry(t).or_insert(next)

@@ -551,7 +551,7 @@ fn row_scores_cpu<T: Real>(r: &Tensor, m: &Tensor, cols: usize) -> Result<Vec<f6
     let rows = rs.len() / cols.max(1);
     parallel::map_indices(rows, rows_per_item(cols), &|i| {
         let rrow = &rs[i * cols..(i + 1) * cols];
-        let s = lane_sum(rrow);
+        let s = T::row_sum(rrow);
         if s.is_finite() {
             return s;
         }
