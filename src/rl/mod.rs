@@ -204,8 +204,10 @@ impl Real for f64 {
 }
 
 /// `exp(x)` in f32 for `|x| <= 80`: `x = n ln2 + r` with `|r| <= ln2 / 2` (n rounded with the
-/// 1.5 * 2^23 trick, which SSE2 vectorises), a degree-7 Taylor polynomial for `e^r` (relative
-/// error below 1e-7, about 1 ulp) and `2^n` built in the exponent bits.
+/// 1.5 * 2^23 trick, which SSE2 vectorises), a degree-6 polynomial for `e^r` fitted for the
+/// least maximum relative error on that interval (2e-9 in exact arithmetic, against 6e-9 for
+/// the degree-7 Taylor series it replaced; 1.1e-7, about 1 ulp, once evaluated in f32) and
+/// `2^n` built in the exponent bits.
 #[inline(always)]
 pub(crate) fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -217,10 +219,9 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0
-                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+            + r * (0.499_999_94
+                + r * (0.166_664_3
+                    + r * (0.041_668_005 + r * (0.008_374_196 + r * 0.001_384_360_7)))));
     // The low bits of t hold n (two's complement); 2^n has exponent field n + 127.
     let k = (t.to_bits() as i32).wrapping_sub(SHIFT.to_bits() as i32);
     let scale = f32::from_bits((k.wrapping_add(127) as u32) << 23);
