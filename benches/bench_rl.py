@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import numpy as np
@@ -162,5 +163,51 @@ def loss_cases() -> list[Case]:
             inputs=[old, lpd, adv, m],
             # forward reads 4 tensors; backward reads them again and writes the gradient
             traffic_bytes=9 * nbytes(lpd),
+        ),
+        *masked_cases(lpd, m),
+    ]
+
+
+def masked_cases(x: torch.Tensor, m: torch.Tensor) -> list[Case]:
+    """The masked reductions every loss and whitening step calls, against verl's torch versions."""
+    from verl.utils import torch_functional as verl_f
+
+    b, t = x.shape
+
+    def close(a: torch.Tensor, b_: torch.Tensor) -> None:
+        torch.testing.assert_close(a, b_, rtol=1e-5, atol=1e-6)
+
+    def case(
+        name: str,
+        ours: Callable[[], torch.Tensor],
+        theirs: Callable[[], torch.Tensor],
+        reads: int,
+        writes: int = 0,
+    ) -> Case:
+        return Case(
+            name=f"{name} {b}x{t}",
+            r1kit=ours,
+            baselines={f"verl {name}": theirs},
+            check=lambda: close(ours(), theirs()),
+            inputs=[x, m],
+            traffic_bytes=(reads + writes) * nbytes(x),
+        )
+
+    return [
+        case("masked_mean", lambda: rl.masked_mean(x, m), lambda: verl_f.masked_mean(x, m), 2),
+        case("masked_var", lambda: rl.masked_var(x, m), lambda: verl_f.masked_var(x, m), 2),
+        # two reads for the moments, one more for the output pass, one write
+        case(
+            "masked_whiten",
+            lambda: rl.masked_whiten(x, m),
+            lambda: verl_f.masked_whiten(x, m),
+            4,
+            1,
+        ),
+        case(
+            "agg_loss(seq-mean-token-mean)",
+            lambda: rl.agg_loss(x, m, "seq-mean-token-mean"),
+            lambda: verl.agg_loss(x, m, "seq-mean-token-mean"),
+            2,
         ),
     ]

@@ -115,6 +115,51 @@ def test_masked_helpers_ignore_nan_under_mask() -> None:
     assert torch.isfinite(w[m.bool()]).all()
 
 
+def test_masked_helpers_paths_threads_and_grad(restore_threads: None) -> None:
+    """The fused CPU kernels (several 16k-element blocks here) equal the torch composition,
+    give the same bits at 1 and 2 threads, and inputs that need grad stay differentiable."""
+    g = torch.Generator().manual_seed(21)
+    x = torch.randn(300, 211, generator=g) * 3 + 1
+    m = right_padded_mask(torch.randint(0, 212, (300,), generator=g).tolist(), 211)
+    x[m == 0] = float("nan")
+    for fn in (rl.masked_mean, rl.masked_var, rl.masked_whiten):
+        bits = []
+        for threads in (1, 2):
+            r1kit.set_num_threads(threads)
+            bits.append(fn(x, m, path="cpu"))
+        # NaN under the mask stays NaN in whiten's output: compare bits, not values
+        assert torch.equal(bits[0].view(torch.int32), bits[1].view(torch.int32)), fn.__name__
+        dev = fn(x, m, path="device")
+        keep = m.bool() if bits[0].dim() else ...
+        torch.testing.assert_close(bits[0][keep], dev[keep], rtol=RTOL, atol=ATOL)
+    sel = x[m.bool()].double()
+    assert rl.masked_mean(x, m).item() == pytest.approx(sel.mean().item(), rel=1e-6)
+    assert rl.masked_var(x, m).item() == pytest.approx(sel.var().item(), rel=1e-6)
+    assert rl.masked_mean(x.double(), m).dtype == torch.float64
+    half = rl.masked_mean(x.bfloat16(), m)
+    assert half.dtype == torch.bfloat16
+    xg = torch.where(m.bool(), x, 0.0).requires_grad_(True)
+    rl.masked_mean(xg, m).backward()
+    assert xg.grad is not None
+    torch.testing.assert_close(xg.grad, m / m.sum())
+    assert rl.masked_mean(torch.zeros(0, 3), torch.zeros(0, 3)).item() == 0.0
+
+
+def test_masked_helpers_bad_inputs() -> None:
+    x = torch.randn(4, 5)
+    with pytest.raises(r1kit.ShapeError, match=r"mask.*\[4, 5\].*\[4, 3\]"):
+        rl.masked_mean(x, torch.ones(4, 3))
+    with pytest.raises(r1kit.DtypeError, match=r"values.*floating"):
+        rl.masked_var(x.long(), torch.ones(4, 5))
+    with pytest.raises(r1kit.ArgumentError, match=r"path.*'cpu', 'device'"):
+        rl.masked_mean(x, torch.ones(4, 5), path="gpu")  # type: ignore[arg-type]
+    one = torch.zeros(4, 5)
+    one[0, 0] = 1
+    for path in ("cpu", "device"):
+        with pytest.raises(r1kit.ArgumentError, match=r"mask.*more than one.*sum\(mask\) = 1"):
+            rl.masked_var(x, one, path=path)  # type: ignore[arg-type]
+
+
 # ------------------------------------------------------------------ verl parity
 
 

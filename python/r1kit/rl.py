@@ -79,24 +79,38 @@ def _group_tensor(group_ids: object) -> torch.Tensor:
         raise ArgumentTypeError(f"`group_ids`: expected hashable ids ({e})") from None
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_mean(
+    values: torch.Tensor, mask: torch.Tensor, *, path: TensorPath | None = None
+) -> torch.Tensor:
     """``sum(values * mask) / (sum(mask) + 1e-8)`` over all elements; NaN under mask 0 is ignored.
+
+    On CPU tensors that autograd does not track, one fused Rust pass (f64 sums in a fixed
+    order, GIL released); otherwise torch ops, so the result is differentiable.
+
+    Args:
+        values: float tensor of any shape.
+        mask: the same shape (bool, int or float; 0 excludes a position).
+        path: ``"cpu"`` or ``"device"`` to pick the implementation.
 
     Example:
         >>> masked_mean(torch.tensor([1.0, 3.0, float("nan")]), torch.tensor([1, 1, 0]))
         tensor(2.)
     """
-    return _core.masked_mean(values, mask)
+    return _core.masked_mean(values, mask, path)
 
 
-def masked_var(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_var(
+    values: torch.Tensor, mask: torch.Tensor, *, path: TensorPath | None = None
+) -> torch.Tensor:
     """Unbiased variance of ``values`` over ``mask`` (needs sum(mask) > 1).
+
+    Implementations and arguments as :func:`masked_mean`.
 
     Example:
         >>> masked_var(torch.tensor([1.0, 3.0, 100.0]), torch.tensor([1, 1, 0]))
         tensor(2.)
     """
-    return _core.masked_var(values, mask)
+    return _core.masked_var(values, mask, path)
 
 
 def masked_whiten(

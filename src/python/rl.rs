@@ -115,24 +115,30 @@ fn pair<'py>(py: Python<'py>, (a, b): (tch::Tensor, tch::Tensor)) -> PyResult<Pa
 }
 
 #[pyfunction]
+#[pyo3(signature = (values, mask, path = None))]
 pub fn masked_mean<'py>(
     py: Python<'py>,
     values: &Bound<'py, PyAny>,
     mask: &Bound<'py, PyAny>,
+    path: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let (x, m) = (tensor_arg(values, "values")?, tensor_arg(mask, "mask")?);
-    let out = py.detach(move || masked::masked_mean(&x, &m))?;
+    let path = path_arg(path)?;
+    let out = py.detach(move || masked::masked_mean(&x, &m, path))?;
     to_python(py, out)
 }
 
 #[pyfunction]
+#[pyo3(signature = (values, mask, path = None))]
 pub fn masked_var<'py>(
     py: Python<'py>,
     values: &Bound<'py, PyAny>,
     mask: &Bound<'py, PyAny>,
+    path: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let (x, m) = (tensor_arg(values, "values")?, tensor_arg(mask, "mask")?);
-    let out = py.detach(move || masked::masked_var(&x, &m))?;
+    let path = path_arg(path)?;
+    let out = py.detach(move || masked::masked_var(&x, &m, path))?;
     to_python(py, out)
 }
 

@@ -7,7 +7,9 @@ use rayon::prelude::*;
 use tch::{Kind, Tensor};
 
 use super::masked::{stats_cpu, stats_device, whiten_in_place, MASK_EPS};
-use super::{compute_view, dense_groups, expect_same_shape, float_batch, Batch, Real};
+use super::{
+    compute_view, dense_groups, expect_same_shape, float_batch, Batch, Real, STREAM_BYTES,
+};
 use crate::error::{Error, Result};
 use crate::parallel;
 use crate::tensor::{self, TensorPath};
@@ -135,7 +137,7 @@ fn gae_cpu<T: Real>(
                     }
                 })
         })?;
-        let stats = stats_cpu(&*a_out, ms, b.cols, "response_mask")?;
+        let stats = stats_cpu(&*a_out, ms, "response_mask")?;
         whiten_in_place(a_out, stats)?;
     }
     Ok((adv, ret))
@@ -251,7 +253,7 @@ fn rpp_cpu<T: Real>(r: &Tensor, m: &Tensor, gamma: f64, b: &Batch) -> Result<(Te
     let mut adv = tensor::empty_cpu::<T>(&shape)?;
     {
         let rets = tensor::cpu_slice::<T>(&ret, "returns")?;
-        let stats = stats_cpu(rets, ms, b.cols, "response_mask")?;
+        let stats = stats_cpu(rets, ms, "response_mask")?;
         let scale = 1.0 / (stats.var + MASK_EPS).sqrt();
         let a = tensor::cpu_slice_mut::<T>(&mut adv, "advantages")?;
         parallel::install(|| {
@@ -574,9 +576,6 @@ fn row_scores_cpu<T: Real>(r: &Tensor, m: &Tensor, cols: usize) -> Result<Vec<f6
 fn rows_per_item(cols: usize) -> usize {
     (16_384 / cols.max(1)).max(1)
 }
-
-/// Output size from which `broadcast_cpu` writes with non-temporal stores.
-const STREAM_BYTES: usize = 8 << 20;
 
 /// Accumulator lanes of row sums: element `k` goes to lane `k % LANES`, and the lanes are folded
 /// in a fixed order, so the result depends on the row alone (never on threads or chunking) and

@@ -743,21 +743,11 @@ fn agg_cpu<T: Real>(l: &Tensor, m: &Tensor, mode: AggMode, b: &Batch) -> Result<
     let ls = tensor::cpu_slice::<T>(l, "loss_mat")?;
     let ms = tensor::cpu_slice::<T>(m, "loss_mask")?;
     let cols = b.cols.max(1);
-    let sums: Vec<(f64, f64)> = parallel::install(|| {
-        ls.par_chunks(cols)
-            .zip(ms.par_chunks(cols))
-            .map(|(lr, mr)| {
-                let (mut s, mut n) = (0.0, 0.0);
-                for (&lv, &mv) in lr.iter().zip(mr) {
-                    let w = mv.to_f64();
-                    if w != 0.0 {
-                        s += lv.to_f64() * w;
-                        n += w;
-                    }
-                }
-                (s, n)
-            })
-            .collect()
+    let rows = ls.len() / cols;
+    // Rows in work items of about 16k elements (`map_indices` keeps row order).
+    let sums: Vec<(f64, f64)> = parallel::map_indices(rows, (16_384 / cols).max(1), &|i| {
+        let r = i * cols..(i + 1) * cols;
+        super::masked::masked_sums::<T, 1>(&ls[r.clone()], &ms[r], 0.0)
     })?;
     let n: Vec<f64> = sums.iter().map(|s| s.1).collect();
     let coef = mode.row_coefficients(&n, b.cols);
@@ -808,16 +798,18 @@ fn agg_grad_cpu<T: Real>(
     let mut out = tensor::empty_cpu::<T>(shape)?;
     let o = tensor::cpu_slice_mut::<T>(&mut out, "grad")?;
     let cols = cols.max(1);
-    parallel::install(|| {
-        o.par_chunks_mut(cols)
-            .zip(ms.par_chunks(cols))
-            .zip(coef.par_iter())
-            .for_each(|((orow, mrow), &c)| {
-                for (ov, &mv) in orow.iter_mut().zip(mrow) {
-                    let w = mv.to_f64();
-                    *ov = T::from_f64(if w == 0.0 || c == 0.0 { 0.0 } else { g * c * w });
-                }
-            })
+    let per = (16_384 / cols).max(1);
+    parallel::for_each_chunk_mut(o, per * cols, &|k, chunk| {
+        for (j, orow) in chunk.chunks_mut(cols).enumerate() {
+            let i = k * per + j;
+            let (c, mrow) = (coef[i], &ms[i * cols..(i + 1) * cols]);
+            // g * c * w is (g * c) * w: the row factor once, then one product per element.
+            let gc = g * c;
+            for (ov, &mv) in orow.iter_mut().zip(mrow) {
+                let w = mv.to_f64();
+                *ov = T::from_f64(if w == 0.0 || c == 0.0 { 0.0 } else { gc * w });
+            }
+        }
     })?;
     Ok(out)
 }

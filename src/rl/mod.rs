@@ -66,6 +66,11 @@ pub trait Real:
             *d = a * s;
         }
     }
+    /// [`masked::masked_sums`] of one slice pair (the portable copy unless a type has its own).
+    #[inline(always)]
+    fn masked_sums<const POW: u8>(x: &[Self], m: &[Self], center: f64) -> (f64, f64) {
+        masked::masked_sums_generic::<Self, POW>(x, m, center)
+    }
 }
 
 impl Real for f32 {
@@ -105,6 +110,10 @@ impl Real for f32 {
         }
         let _ = stream;
         scale_row_f32(dst, src, a);
+    }
+    #[inline(always)]
+    fn masked_sums<const POW: u8>(x: &[Self], m: &[Self], center: f64) -> (f64, f64) {
+        masked::masked_sums_f32::<POW>(x, m, center)
     }
 }
 
@@ -332,6 +341,10 @@ fn dense_groups_hashed(ids: &[i64]) -> (Vec<usize>, usize) {
 /// Chunk length of elementwise CPU kernels (results never depend on it).
 const CHUNK: usize = 1 << 14;
 
+/// Output size from which `broadcast_cpu` (the outcome estimators) writes with non-temporal
+/// stores: there they measured faster, while the elementwise kernels below lost with them.
+pub(crate) const STREAM_BYTES: usize = 8 << 20;
+
 /// Elementwise CPU kernel: `out[k] = f(a[k], b[k])`.
 pub(crate) fn map2_cpu<T: Real>(
     a: &[T],
@@ -341,12 +354,10 @@ pub(crate) fn map2_cpu<T: Real>(
 ) -> Result<Tensor> {
     let mut out = tensor::empty_cpu::<T>(shape)?;
     let o = tensor::cpu_slice_mut::<T>(&mut out, "out")?;
-    crate::parallel::install(|| {
-        use rayon::prelude::*;
-        o.par_chunks_mut(CHUNK)
-            .zip(a.par_chunks(CHUNK))
-            .zip(b.par_chunks(CHUNK))
-            .for_each(|((oc, ac), bc)| map2_chunk_dispatch(oc, ac, bc, &f))
+    // The caller works on chunk 0 at once; pool threads claim chunks as they wake.
+    crate::parallel::for_each_chunk_mut(o, CHUNK, &|k, oc| {
+        let r = k * CHUNK..k * CHUNK + oc.len();
+        map2_chunk_dispatch(oc, &a[r.clone()], &b[r], &f);
     })?;
     Ok(out)
 }
@@ -361,12 +372,9 @@ pub(crate) fn map3_cpu<T: Real>(
 ) -> Result<Tensor> {
     let mut out = tensor::empty_cpu::<T>(shape)?;
     let o = tensor::cpu_slice_mut::<T>(&mut out, "out")?;
-    crate::parallel::install(|| {
-        use rayon::prelude::*;
-        o.par_chunks_mut(CHUNK)
-            .zip(a.par_chunks(CHUNK))
-            .zip(b.par_chunks(CHUNK).zip(c.par_chunks(CHUNK)))
-            .for_each(|((oc, ac), (bc, cc))| map3_chunk_dispatch(oc, ac, bc, cc, &f))
+    crate::parallel::for_each_chunk_mut(o, CHUNK, &|k, oc| {
+        let r = k * CHUNK..k * CHUNK + oc.len();
+        map3_chunk_dispatch(oc, &a[r.clone()], &b[r.clone()], &c[r], &f);
     })?;
     Ok(out)
 }
@@ -387,7 +395,8 @@ fn map3_chunk<T: Real, F: Fn(T, T, T) -> T>(o: &mut [T], a: &[T], b: &[T], c: &[
 
 /// [`map2_chunk`] compiled for AVX2 (8 f32 lanes instead of SSE2's 4). Rust never fuses a
 /// multiply and an add on its own, so the wider copy computes the same IEEE operations in the
-/// same order: the same bits.
+/// same order: the same bits. (Non-temporal stores were tried here and lost: the inputs of
+/// these kernels are usually still in the cache, and so is the memory the output reuses.)
 ///
 /// # Safety
 /// The CPU must support AVX2.
