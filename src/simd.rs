@@ -19,6 +19,19 @@ pub fn has_avx2() -> bool {
     }
 }
 
+/// True when the CPU supports AVX-512F (and the OS saves its registers; std checks both).
+#[inline]
+pub fn has_avx512f() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Asks the CPU to start loading the last `max_bytes` of `b` into the cache (a hint: no effect
 /// on results, nothing on other architectures).
 #[inline]

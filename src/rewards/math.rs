@@ -856,7 +856,7 @@ fn fast_canon(answer: &str, out: &mut Short) -> Option<()> {
     for (j, &x) in c.iter().enumerate() {
         if x == b'.'
             && c.get(j + 1).is_some_and(u8::is_ascii_digit)
-            && prev.map_or(true, |p| b"{([,-+/".contains(&p))
+            && prev.is_none_or(|p| b"{([,-+/".contains(&p))
         {
             out.push(b'0')?;
         }
@@ -961,9 +961,7 @@ fn leading_zero(s: &str) -> String {
     while let Some(c) = chars.next() {
         if c == '.'
             && chars.peek().is_some_and(char::is_ascii_digit)
-            && prev.map_or(true, |p| {
-                matches!(p, '{' | '(' | '[' | ',' | '-' | '+' | '/')
-            })
+            && prev.is_none_or(|p| matches!(p, '{' | '(' | '[' | ',' | '-' | '+' | '/'))
         {
             out.push('0');
         }

@@ -109,7 +109,7 @@ fn matches_before<A: MaskElement>(
     let n = pattern.len();
     end >= n
         && ids[end - n..end] == *pattern
-        && valid.map_or(true, |v| v[end - n..end].iter().all(|a| a.is_set()))
+        && valid.is_none_or(|v| v[end - n..end].iter().all(|a| a.is_set()))
 }
 
 /// `pattern` occurs in `ids` starting at `start`, on valid positions only.
@@ -123,7 +123,7 @@ fn matches_at<A: MaskElement>(
     let n = pattern.len();
     start + n <= ids.len()
         && ids[start..start + n] == *pattern
-        && valid.map_or(true, |v| v[start..start + n].iter().all(|a| a.is_set()))
+        && valid.is_none_or(|v| v[start..start + n].iter().all(|a| a.is_set()))
 }
 
 /// The mask of one row (the scan of the module docs); `valid` is the row's attention mask.

@@ -135,7 +135,7 @@ impl Layout {
     /// True when token `i` of row `b` is real.
     #[inline]
     pub fn is_real(&self, b: usize, i: usize) -> bool {
-        self.real.as_ref().map_or(true, |r| r[b * self.len + i])
+        self.real.as_ref().is_none_or(|r| r[b * self.len + i])
     }
 
     /// Row `b`'s real-token flags (`None`: all real).
@@ -287,7 +287,7 @@ pub fn parse_parallel(
             if !structured {
                 let mut next = 0i64;
                 for (i, pos) in p.iter_mut().enumerate() {
-                    if row_real.map_or(true, |r| r[i]) {
+                    if row_real.is_none_or(|r| r[i]) {
                         *pos = next;
                         next += 1;
                     }

@@ -425,8 +425,8 @@ pub(crate) fn parse_row_body(
     mut out: TokenSlices<'_>,
 ) -> RowParse {
     let len = ids.len();
-    debug_assert!(out.position_ids.len() == len && real.map_or(true, |r| r.len() == len));
-    let is_real = |i: usize| real.map_or(true, |r| r[i]);
+    debug_assert!(out.position_ids.len() == len && real.is_none_or(|r| r.len() == len));
+    let is_real = |i: usize| real.is_none_or(|r| r[i]);
     let mut blocks: Vec<Block> = Vec::new();
     let mut nodes: Vec<PathNode> = Vec::new();
     let mut stack: Vec<Frame> = Vec::with_capacity(MAX_DEPTH);

@@ -27,14 +27,14 @@ fn run(ids: &[i64], real: Option<&[bool]>, rs: usize) -> (RowParse, TokenArrays)
 }
 
 fn allowed(row: &RowParse, a: &TokenArrays, real: Option<&[bool]>, i: usize, j: usize) -> bool {
-    row.allowed(&a.node, |k| real.map_or(true, |r| r[k]), i, j)
+    row.allowed(&a.node, |k| real.is_none_or(|r| r[k]), i, j)
 }
 
 /// Asserts the mask: `blocked` pairs (rows x columns) are refused, every other pair follows the
 /// causal rule over real tokens.
 fn check_mask(ids: &[i64], real: Option<&[bool]>, rs: usize, blocked: &[(usize, usize)]) {
     let (row, a) = run(ids, real, rs);
-    let is_real = |k: usize| real.map_or(true, |r| r[k]);
+    let is_real = |k: usize| real.is_none_or(|r| r[k]);
     for i in 0..ids.len() {
         for j in 0..ids.len() {
             let expected = if !is_real(i) {
