@@ -32,6 +32,19 @@ pub fn has_avx512f() -> bool {
     }
 }
 
+/// Orders every earlier store of this thread, non-temporal ones included, before its later
+/// stores (an `sfence`): non-temporal stores are weakly ordered, and the atomics that hand a
+/// finished chunk back to another thread must not overtake them.
+#[inline]
+pub fn store_fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `sfence` has no preconditions (SSE is part of x86_64).
+    #[allow(unused_unsafe)]
+    unsafe {
+        std::arch::x86_64::_mm_sfence();
+    }
+}
+
 /// Asks the CPU to start loading the last `max_bytes` of `b` into the cache (a hint: no effect
 /// on results, nothing on other architectures).
 #[inline]

@@ -654,6 +654,9 @@ fn broadcast_cpu<T: Real>(per_row: &[f64], m: &Tensor, b: &Batch) -> Result<Tens
                 stream,
             );
         }
+        if stream {
+            crate::simd::store_fence();
+        }
     })?;
     Ok(out)
 }

@@ -58,7 +58,9 @@ pub trait Real:
     fn is_nan(self) -> bool;
     /// `dst[k] = a * src[k]` (the pair rounded as one multiplication in `Self`). `stream` asks
     /// for non-temporal stores where the type and the machine have them: for outputs much larger
-    /// than the caches, they skip reading `dst` into the cache before overwriting it.
+    /// than the caches, they skip reading `dst` into the cache before overwriting it. After
+    /// streamed rows, the caller runs [`crate::simd::store_fence`] before it hands them on (one
+    /// fence per batch of rows: a fence per 4 KB row stalled the write-combining buffers).
     #[inline(always)]
     fn scale_row(dst: &mut [Self], src: &[Self], a: Self, stream: bool) {
         let _ = stream;
@@ -137,9 +139,7 @@ fn scale_row_f32_body(dst: &mut [f32], src: &[f32], a: f32) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
 unsafe fn scale_row_stream_f32_avx(dst: &mut [f32], src: &[f32], a: f32) {
-    use std::arch::x86_64::{
-        _mm256_loadu_ps, _mm256_mul_ps, _mm256_set1_ps, _mm256_stream_ps, _mm_sfence,
-    };
+    use std::arch::x86_64::{_mm256_loadu_ps, _mm256_mul_ps, _mm256_set1_ps, _mm256_stream_ps};
     let n = dst.len().min(src.len());
     // Scalar stores until `dst` is 32-byte aligned, whole vectors, then the scalar tail.
     let head = dst.as_ptr().align_offset(32).min(n);
@@ -157,15 +157,14 @@ unsafe fn scale_row_stream_f32_avx(dst: &mut [f32], src: &[f32], a: f32) {
             _mm256_stream_ps(d.add(k), _mm256_mul_ps(_mm256_loadu_ps(s.add(k)), va));
             k += 8;
         }
-        _mm_sfence();
     }
 }
 
-/// [`Real::scale_row`] for f32 with SSE non-temporal stores (SSE is part of x86_64), followed by
-/// a store fence so the values are visible to whoever reads them next.
+/// [`Real::scale_row`] for f32 with SSE non-temporal stores (SSE is part of x86_64); the caller
+/// fences (see [`Real::scale_row`]).
 #[cfg(target_arch = "x86_64")]
 fn scale_row_stream_f32(dst: &mut [f32], src: &[f32], a: f32) {
-    use std::arch::x86_64::{_mm_loadu_ps, _mm_mul_ps, _mm_set1_ps, _mm_sfence, _mm_stream_ps};
+    use std::arch::x86_64::{_mm_loadu_ps, _mm_mul_ps, _mm_set1_ps, _mm_stream_ps};
     let n = dst.len().min(src.len());
     // Scalar stores until `dst` is 16-byte aligned, whole vectors, then the scalar tail.
     let head = dst.as_ptr().align_offset(16).min(n);
@@ -183,7 +182,6 @@ fn scale_row_stream_f32(dst: &mut [f32], src: &[f32], a: f32) {
             _mm_stream_ps(d.add(k), _mm_mul_ps(_mm_loadu_ps(s.add(k)), va));
             k += 4;
         }
-        _mm_sfence();
     }
 }
 
@@ -524,6 +522,7 @@ mod tests {
                     let mut buf = vec![f32::NAN; len + 8];
                     let dst = &mut buf[offset..offset + len];
                     <f32 as Real>::scale_row(dst, &src[..len], a, stream);
+                    crate::simd::store_fence();
                     let got: Vec<u32> = dst.iter().map(|x| x.to_bits()).collect();
                     assert_eq!(got, want, "len {len} offset {offset} stream {stream}");
                 }
@@ -531,6 +530,7 @@ mod tests {
                 #[cfg(target_arch = "x86_64")]
                 {
                     scale_row_stream_f32(&mut dst, &src[..len], a);
+                    crate::simd::store_fence();
                     assert!(dst.iter().zip(&want).all(|(x, &w)| x.to_bits() == w));
                 }
                 scale_row_f32_body(&mut dst, &src[..len], a);
