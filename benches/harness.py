@@ -101,14 +101,52 @@ def measure(fn: Callable[[], object], *, min_runs: int = 5, min_time_s: float = 
     return Timing("", "", statistics.median(samples), len(samples))
 
 
-def run_case(case: Case, *, min_runs: int, min_time_s: float) -> list[Timing]:
+def measure_interleaved(
+    fns: list[Callable[[], object]], *, min_runs: int = 5, min_time_s: float = 1.0
+) -> list[Timing]:
+    """Medians of several functions timed in rounds: one call of each per round.
+
+    Every implementation then samples the same stretch of machine conditions (on a shared VM
+    the memory bandwidth drifts between regimes over fractions of a second, and timing one
+    implementation after the other lets each land in a different one), and each call starts
+    from the caches another implementation left, as calls in a training step do. Stops after
+    ``min_runs`` rounds and ``min_time_s`` seconds per implementation, or 1000 rounds.
+    """
+    for fn in fns:
+        fn()  # warm-up
+    samples: list[list[float]] = [[] for _ in fns]
+    start = time.perf_counter()
+    budget = min_time_s * len(fns)
+    rounds = 0
+    while rounds < min_runs or time.perf_counter() - start < budget:
+        for fn, out in zip(fns, samples, strict=True):
+            gc.disable()
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+            gc.enable()
+        rounds += 1
+        if rounds >= 1000:
+            break
+    return [Timing("", "", statistics.median(s), len(s)) for s in samples]
+
+
+def run_case(
+    case: Case, *, min_runs: int, min_time_s: float, interleave: bool = False
+) -> list[Timing]:
+    """Times r1kit and every baseline of ``case``: one after the other (each for ``min_time_s``),
+    or with ``interleave`` in rounds (see :func:`measure_interleaved`)."""
     if case.check is not None:
         case.check()
-    rows = []
-    for name, fn in [("r1kit", case.r1kit), *case.baselines.items()]:
-        t = measure(fn, min_runs=min_runs, min_time_s=min_time_s)
+    impls = [("r1kit", case.r1kit), *case.baselines.items()]
+    if interleave:
+        rows = measure_interleaved(
+            [fn for _, fn in impls], min_runs=min_runs, min_time_s=min_time_s
+        )
+    else:
+        rows = [measure(fn, min_runs=min_runs, min_time_s=min_time_s) for _, fn in impls]
+    for t, (name, _) in zip(rows, impls, strict=True):
         t.case, t.implementation = case.name, name
-        rows.append(t)
     return rows
 
 

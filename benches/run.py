@@ -44,6 +44,11 @@ def main() -> int:
     parser.add_argument("--min-time", type=float, default=1.0, help="seconds per implementation")
     parser.add_argument("--min-runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="r1kit pool size (0: default)")
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="time the implementations of a case in rounds (one call each) instead of in turn",
+    )
     parser.add_argument("--out", default=str(ROOT / "bench-results" / "python.json"))
     args = parser.parse_args()
     if args.threads:
@@ -58,7 +63,9 @@ def main() -> int:
         for case in module.cases():
             if args.filter not in case.name:
                 continue
-            rows = run_case(case, min_runs=args.min_runs, min_time_s=args.min_time)
+            rows = run_case(
+                case, min_runs=args.min_runs, min_time_s=args.min_time, interleave=args.interleave
+            )
             results.extend(rows)
             ours = rows[0].median_s
             print(f"\n{case.name}")
