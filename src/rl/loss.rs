@@ -463,55 +463,95 @@ fn forward_rows<T: Real, const K: u8>(spec: PolicyLoss, inp: &Inputs) -> Result<
             .into_par_iter()
             .map(|i| {
                 let range = i * cols..(i + 1) * cols;
-                let (o, l, a, w) = (
+                forward_row::<T, K>(
+                    spec,
                     &old[range.clone()],
                     &lp[range.clone()],
                     &adv[range.clone()],
                     &m[range],
-                );
-                let mut s = RowSums::default();
-                if K == GSPO {
-                    s.seq = seq_log_ratio(o, l, w);
-                }
-                let seq = T::from_f64(s.seq);
-                let zero = T::from_f64(0.0);
-                // Two loops per chunk: a branch-free one that the compiler vectorises (the
-                // exponential dominates), then the f64 sums in token order.
-                let mut buf = [[zero; CHUNK_T]; 4];
-                for start in (0..cols).step_by(CHUNK_T) {
-                    let end = (start + CHUNK_T).min(cols);
-                    let len = end - start;
-                    let [bl, bc, bw, bk] = &mut buf;
-                    for (((((((o, l), a), w), bl), bc), bw), bk) in o[start..end]
-                        .iter()
-                        .zip(&l[start..end])
-                        .zip(&a[start..end])
-                        .zip(&w[start..end])
-                        .zip(&mut bl[..len])
-                        .zip(&mut bc[..len])
-                        .zip(&mut bw[..len])
-                        .zip(&mut bk[..len])
-                    {
-                        let tok = spec.token_k::<T, K>(*o, *l, *a, seq);
-                        // Selects, not branches: positions under mask 0 add exactly 0 (even NaN).
-                        let on = *w != zero;
-                        *bl = sel(on, tok.loss * *w, zero);
-                        *bc = sel(on & tok.clipped, *w, zero);
-                        *bw = sel(on & tok.lower, *w, zero);
-                        *bk = sel(on, tok.neg_kl * *w, zero);
-                    }
-                    for k in 0..len {
-                        s.loss += bl[k].to_f64();
-                        s.clipped += bc[k].to_f64();
-                        s.lower += bw[k].to_f64();
-                        s.neg_kl += bk[k].to_f64();
-                        s.n += w[start + k].to_f64();
-                    }
-                }
-                s
+                )
             })
             .collect()
     })
+}
+
+/// [`forward_row_body`], compiled for AVX2 where the CPU has it (the same IEEE operations in
+/// the same order, so the same bits: Rust contracts no multiply-add on its own).
+fn forward_row<T: Real, const K: u8>(
+    spec: PolicyLoss,
+    o: &[T],
+    l: &[T],
+    a: &[T],
+    w: &[T],
+) -> RowSums {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2() {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2<T: Real, const K: u8>(
+            spec: PolicyLoss,
+            o: &[T],
+            l: &[T],
+            a: &[T],
+            w: &[T],
+        ) -> RowSums {
+            forward_row_body::<T, K>(spec, o, l, a, w)
+        }
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { avx2::<T, K>(spec, o, l, a, w) };
+    }
+    forward_row_body::<T, K>(spec, o, l, a, w)
+}
+
+/// One row's sums of the forward pass (old and new log-probs, advantages, mask).
+#[inline(always)]
+fn forward_row_body<T: Real, const K: u8>(
+    spec: PolicyLoss,
+    o: &[T],
+    l: &[T],
+    a: &[T],
+    w: &[T],
+) -> RowSums {
+    let cols = o.len();
+    let mut s = RowSums::default();
+    if K == GSPO {
+        s.seq = seq_log_ratio(o, l, w);
+    }
+    let seq = T::from_f64(s.seq);
+    let zero = T::from_f64(0.0);
+    // Two loops per chunk: a branch-free one that the compiler vectorises (the
+    // exponential dominates), then the f64 sums in token order.
+    let mut buf = [[zero; CHUNK_T]; 4];
+    for start in (0..cols).step_by(CHUNK_T) {
+        let end = (start + CHUNK_T).min(cols);
+        let len = end - start;
+        let [bl, bc, bw, bk] = &mut buf;
+        for (((((((o, l), a), w), bl), bc), bw), bk) in o[start..end]
+            .iter()
+            .zip(&l[start..end])
+            .zip(&a[start..end])
+            .zip(&w[start..end])
+            .zip(&mut bl[..len])
+            .zip(&mut bc[..len])
+            .zip(&mut bw[..len])
+            .zip(&mut bk[..len])
+        {
+            let tok = spec.token_k::<T, K>(*o, *l, *a, seq);
+            // Selects, not branches: positions under mask 0 add exactly 0 (even NaN).
+            let on = *w != zero;
+            *bl = sel(on, tok.loss * *w, zero);
+            *bc = sel(on & tok.clipped, *w, zero);
+            *bw = sel(on & tok.lower, *w, zero);
+            *bk = sel(on, tok.neg_kl * *w, zero);
+        }
+        for k in 0..len {
+            s.loss += bl[k].to_f64();
+            s.clipped += bc[k].to_f64();
+            s.lower += bw[k].to_f64();
+            s.neg_kl += bk[k].to_f64();
+            s.n += w[start + k].to_f64();
+        }
+    }
+    s
 }
 
 /// GSPO's per-row mean log-ratio: `sum((lp - old) * m) / max(sum(m), 1)` over positions with
@@ -599,20 +639,71 @@ fn backward_rows<T: Real, const K: u8>(
                 &adv[range.clone()],
                 &m[range],
             );
-            let zero = T::from_f64(0.0);
             let cw = grad_out * coef[i];
-            let (c, s) = (T::from_f64(cw), T::from_f64(seq[i]));
             if cw == 0.0 {
-                orow.fill(zero);
+                orow.fill(T::from_f64(0.0));
                 return;
             }
-            for ((((out, o), l), a), w) in orow.iter_mut().zip(ol).zip(l).zip(a).zip(w) {
-                let g = spec.token_k::<T, K>(*o, *l, *a, s).grad;
-                *out = sel(*w != zero, c * *w * g, zero);
-            }
+            let (c, s) = (T::from_f64(cw), T::from_f64(seq[i]));
+            backward_row::<T, K>(spec, orow, ol, l, a, w, c, s);
         })
     })?;
     Ok(out)
+}
+
+/// [`backward_row_body`], compiled for AVX2 where the CPU has it (same bits, as
+/// [`forward_row`]).
+#[allow(clippy::too_many_arguments)]
+fn backward_row<T: Real, const K: u8>(
+    spec: PolicyLoss,
+    out: &mut [T],
+    o: &[T],
+    l: &[T],
+    a: &[T],
+    w: &[T],
+    c: T,
+    seq: T,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2() {
+        #[target_feature(enable = "avx2")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn avx2<T: Real, const K: u8>(
+            spec: PolicyLoss,
+            out: &mut [T],
+            o: &[T],
+            l: &[T],
+            a: &[T],
+            w: &[T],
+            c: T,
+            seq: T,
+        ) {
+            backward_row_body::<T, K>(spec, out, o, l, a, w, c, seq)
+        }
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { avx2::<T, K>(spec, out, o, l, a, w, c, seq) };
+    }
+    backward_row_body::<T, K>(spec, out, o, l, a, w, c, seq)
+}
+
+/// One row of the gradient: `c * m * dL/dlog_prob`, 0 under mask 0.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn backward_row_body<T: Real, const K: u8>(
+    spec: PolicyLoss,
+    out: &mut [T],
+    o: &[T],
+    l: &[T],
+    a: &[T],
+    w: &[T],
+    c: T,
+    seq: T,
+) {
+    let zero = T::from_f64(0.0);
+    for ((((out, o), l), a), w) in out.iter_mut().zip(o).zip(l).zip(a).zip(w) {
+        let g = spec.token_k::<T, K>(*o, *l, *a, seq).grad;
+        *out = sel(*w != zero, c * *w * g, zero);
+    }
 }
 
 /// verl's composition in tch ops; autograd flows through `lp` when it requires grad.
@@ -830,6 +921,71 @@ mod tests {
         // Inside the clip range both branches tie: the gradient is -A r.
         let t = spec.token(0.0f64, 0.1, 2.0, 0.0);
         assert!((t.grad + 2.0 * 0.1f64.exp()).abs() < 1e-12 && !t.clipped);
+    }
+
+    fn sums_bits(s: &RowSums) -> [u64; 6] {
+        [s.loss, s.n, s.clipped, s.lower, s.neg_kl, s.seq].map(f64::to_bits)
+    }
+
+    /// The AVX2 copies of the row kernels (chosen at run time) give the bits of the baseline
+    /// copies, for every kind, on rows with clipped ratios, both advantage signs, NaN and inf
+    /// under mask 0, fractional mask weights and lengths around the chunk size.
+    #[test]
+    fn row_kernel_copies_agree_bit_for_bit() {
+        fn check<const K: u8>(spec: PolicyLoss, o: &[f32], l: &[f32], a: &[f32], w: &[f32]) {
+            let fast = forward_row::<f32, K>(spec, o, l, a, w);
+            let base = forward_row_body::<f32, K>(spec, o, l, a, w);
+            assert_eq!(
+                sums_bits(&fast),
+                sums_bits(&base),
+                "kind {K} len {}",
+                o.len()
+            );
+            let (c, seq) = (0.37f32, fast.seq as f32);
+            let (mut g1, mut g2) = (vec![0.0f32; o.len()], vec![0.0f32; o.len()]);
+            backward_row::<f32, K>(spec, &mut g1, o, l, a, w, c, seq);
+            backward_row_body::<f32, K>(spec, &mut g2, o, l, a, w, c, seq);
+            assert_eq!(
+                g1.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                g2.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                "kind {K} len {}",
+                o.len()
+            );
+        }
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32
+        };
+        for len in [0usize, 1, 7, 8, 9, 255, 256, 257, 600] {
+            let o: Vec<f32> = (0..len).map(|_| -3.0 * next()).collect();
+            let l: Vec<f32> = o.iter().map(|&v| v + (next() - 0.5) * 2.0).collect();
+            let a: Vec<f32> = (0..len).map(|_| (next() - 0.5) * 4.0).collect();
+            let mut w: Vec<f32> = (0..len)
+                .map(|_| [0.0, 1.0, 1.0, 0.5][(next() * 4.0) as usize % 4])
+                .collect();
+            let mut l = l;
+            for k in (0..len).step_by(11) {
+                w[k] = 0.0;
+                l[k] = if k % 2 == 0 { f32::NAN } else { f32::INFINITY };
+            }
+            for kind in [
+                PolicyKind::Vanilla,
+                PolicyKind::Gspo,
+                PolicyKind::Gpg,
+                PolicyKind::Cispo,
+            ] {
+                let spec = PolicyLoss::new(kind, 0.2, 0.28, 3.0, AggMode::TokenMean).unwrap();
+                match kind {
+                    PolicyKind::Vanilla => check::<VANILLA>(spec, &o, &l, &a, &w),
+                    PolicyKind::Gspo => check::<GSPO>(spec, &o, &l, &a, &w),
+                    PolicyKind::Gpg => check::<GPG>(spec, &o, &l, &a, &w),
+                    PolicyKind::Cispo => check::<CISPO>(spec, &o, &l, &a, &w),
+                }
+            }
+        }
     }
 
     #[test]
