@@ -475,8 +475,8 @@ fn forward_rows<T: Real, const K: u8>(spec: PolicyLoss, inp: &Inputs) -> Result<
     })
 }
 
-/// [`forward_row_body`], compiled for AVX2 where the CPU has it (the same IEEE operations in
-/// the same order, so the same bits: Rust contracts no multiply-add on its own).
+/// [`forward_row_body`], compiled for AVX-512F or AVX2 where the CPU has it (the same IEEE
+/// operations in the same order, so the same bits: Rust contracts no multiply-add on its own).
 fn forward_row<T: Real, const K: u8>(
     spec: PolicyLoss,
     o: &[T],
@@ -484,6 +484,21 @@ fn forward_row<T: Real, const K: u8>(
     a: &[T],
     w: &[T],
 ) -> RowSums {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx512f() {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512<T: Real, const K: u8>(
+            spec: PolicyLoss,
+            o: &[T],
+            l: &[T],
+            a: &[T],
+            w: &[T],
+        ) -> RowSums {
+            forward_row_body::<T, K>(spec, o, l, a, w)
+        }
+        // SAFETY: the CPU supports AVX-512F (checked just above).
+        return unsafe { avx512::<T, K>(spec, o, l, a, w) };
+    }
     #[cfg(target_arch = "x86_64")]
     if crate::simd::has_avx2() {
         #[target_feature(enable = "avx2")]
@@ -651,7 +666,7 @@ fn backward_rows<T: Real, const K: u8>(
     Ok(out)
 }
 
-/// [`backward_row_body`], compiled for AVX2 where the CPU has it (same bits, as
+/// [`backward_row_body`], compiled for AVX-512F or AVX2 where the CPU has it (same bits, as
 /// [`forward_row`]).
 #[allow(clippy::too_many_arguments)]
 fn backward_row<T: Real, const K: u8>(
@@ -664,6 +679,25 @@ fn backward_row<T: Real, const K: u8>(
     c: T,
     seq: T,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx512f() {
+        #[target_feature(enable = "avx512f")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn avx512<T: Real, const K: u8>(
+            spec: PolicyLoss,
+            out: &mut [T],
+            o: &[T],
+            l: &[T],
+            a: &[T],
+            w: &[T],
+            c: T,
+            seq: T,
+        ) {
+            backward_row_body::<T, K>(spec, out, o, l, a, w, c, seq)
+        }
+        // SAFETY: the CPU supports AVX-512F (checked just above).
+        return unsafe { avx512::<T, K>(spec, out, o, l, a, w, c, seq) };
+    }
     #[cfg(target_arch = "x86_64")]
     if crate::simd::has_avx2() {
         #[target_feature(enable = "avx2")]

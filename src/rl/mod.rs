@@ -420,7 +420,39 @@ unsafe fn map3_chunk_avx2<T: Real, F: Fn(T, T, T) -> T>(
     map3_chunk(o, a, b, c, f);
 }
 
+/// [`map2_chunk`] compiled for AVX-512F (16 f32 lanes; the same bits, as [`map2_chunk_avx2`]).
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn map2_chunk_avx512<T: Real, F: Fn(T, T) -> T>(o: &mut [T], a: &[T], b: &[T], f: &F) {
+    map2_chunk(o, a, b, f);
+}
+
+/// [`map3_chunk`] compiled for AVX-512F (see [`map2_chunk_avx512`]).
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn map3_chunk_avx512<T: Real, F: Fn(T, T, T) -> T>(
+    o: &mut [T],
+    a: &[T],
+    b: &[T],
+    c: &[T],
+    f: &F,
+) {
+    map3_chunk(o, a, b, c, f);
+}
+
 fn map2_chunk_dispatch<T: Real, F: Fn(T, T) -> T>(o: &mut [T], a: &[T], b: &[T], f: &F) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx512f() {
+        // SAFETY: the CPU supports AVX-512F (checked just above).
+        unsafe { map2_chunk_avx512(o, a, b, f) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if crate::simd::has_avx2() {
         // SAFETY: the CPU supports AVX2 (checked just above).
@@ -437,6 +469,12 @@ fn map3_chunk_dispatch<T: Real, F: Fn(T, T, T) -> T>(
     c: &[T],
     f: &F,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx512f() {
+        // SAFETY: the CPU supports AVX-512F (checked just above).
+        unsafe { map3_chunk_avx512(o, a, b, c, f) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if crate::simd::has_avx2() {
         // SAFETY: the CPU supports AVX2 (checked just above).
@@ -505,6 +543,54 @@ mod tests {
         assert!(worst < 2.5e-7, "worst relative error {worst}");
         assert!(exp_f32(f32::NAN).is_nan());
         assert_eq!(exp_f32(0.0), 1.0);
+    }
+
+    /// The SIMD copies of the elementwise kernels give the baseline copy's bits, on the
+    /// low_var_kl formula (clamps, the exp polynomial, NaN and inf) and a three-input select.
+    #[test]
+    fn map_kernel_copies_agree_bit_for_bit() {
+        let kl = |lp: f32, r: f32| {
+            let d = (r - lp).clamp_to(-20.0, 20.0);
+            (d.exp_bounded() - d - 1.0).clamp_to(-10.0, 10.0)
+        };
+        let sel3 = |a: f32, b: f32, c: f32| if c != 0.0 { a * b.exp_bounded() } else { 0.0 };
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 60.0
+        };
+        for len in [0usize, 1, 7, 8, 15, 16, 17, 31, 33, 100, 1000] {
+            let mut a: Vec<f32> = (0..len).map(|_| next()).collect();
+            let b: Vec<f32> = (0..len).map(|_| next()).collect();
+            let c: Vec<f32> = (0..len).map(|k| (k % 3) as f32).collect();
+            for k in (0..len).step_by(7) {
+                a[k] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0][k % 4];
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let (mut want2, mut want3) = (vec![0.0f32; len], vec![0.0f32; len]);
+            map2_chunk(&mut want2, &a, &b, &kl);
+            map3_chunk(&mut want3, &a, &b, &c, &sel3);
+            #[cfg(target_arch = "x86_64")]
+            {
+                let mut o = vec![0.0f32; len];
+                if crate::simd::has_avx2() {
+                    // SAFETY: the CPU supports AVX2 (checked above).
+                    unsafe { map2_chunk_avx2(&mut o, &a, &b, &kl) };
+                    assert_eq!(bits(&o), bits(&want2), "avx2 map2 len {len}");
+                    unsafe { map3_chunk_avx2(&mut o, &a, &b, &c, &sel3) };
+                    assert_eq!(bits(&o), bits(&want3), "avx2 map3 len {len}");
+                }
+                if crate::simd::has_avx512f() {
+                    // SAFETY: the CPU supports AVX-512F (checked above).
+                    unsafe { map2_chunk_avx512(&mut o, &a, &b, &kl) };
+                    assert_eq!(bits(&o), bits(&want2), "avx512 map2 len {len}");
+                    unsafe { map3_chunk_avx512(&mut o, &a, &b, &c, &sel3) };
+                    assert_eq!(bits(&o), bits(&want3), "avx512 map3 len {len}");
+                }
+            }
+        }
     }
 
     #[test]
