@@ -306,12 +306,21 @@ pub fn set_num_threads(n: usize) -> Result<()> {
     Ok(())
 }
 
+/// Serialises the tests that change the process-wide pool size (cargo runs tests in parallel
+/// threads, and a test that sets 2 threads must not see another one's 1 before it runs).
+#[cfg(test)]
+pub(crate) fn pool_size_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn set_and_read_thread_count() {
+        let _pool = pool_size_lock();
         set_num_threads(2).unwrap();
         assert_eq!(num_threads().unwrap(), 2);
         assert_eq!(install(rayon::current_num_threads).unwrap(), 2);
@@ -344,6 +353,7 @@ mod tests {
 
     #[test]
     fn for_each_item_runs_every_item_once() {
+        let _pool = pool_size_lock();
         use std::sync::atomic::AtomicU32;
         for threads in [1, 2, 4] {
             set_num_threads(threads).unwrap();
@@ -360,6 +370,7 @@ mod tests {
 
     #[test]
     fn chunks_and_maps_cover_every_element_once() {
+        let _pool = pool_size_lock();
         for threads in [1, 2, 3] {
             set_num_threads(threads).unwrap();
             for (len, size) in [
@@ -386,6 +397,7 @@ mod tests {
 
     #[test]
     fn for_each_item_reraises_a_panic_after_the_other_items() {
+        let _pool = pool_size_lock();
         set_num_threads(2).unwrap();
         let done = AtomicUsize::new(0);
         let r = catch_unwind(AssertUnwindSafe(|| {

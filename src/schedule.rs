@@ -503,6 +503,7 @@ mod tests {
         let s = zerosearch();
         let n = 100_000;
         let keys = Tensor::arange(n, (Kind::Int64, Device::Cpu));
+        let _pool = crate::parallel::pool_size_lock();
         crate::parallel::set_num_threads(1).unwrap();
         let one = s
             .draw_noisy(150, &keys, &Turns::All(2), 3, TensorPath::Cpu)

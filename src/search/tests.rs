@@ -257,6 +257,7 @@ fn same_bits_for_any_thread_count() {
     let ids = Tensor::from_slice(&flat).reshape([n as i64, width as i64]);
     let t = tags(&[NL], &[NL]);
     let reference = to_vec(&observation_mask(&ids, &t, None, TensorPath::Cpu).unwrap());
+    let _pool = crate::parallel::pool_size_lock();
     for threads in [1, 3] {
         crate::parallel::set_num_threads(threads).unwrap();
         let got = observation_mask(&ids, &t, None, TensorPath::Cpu).unwrap();
