@@ -32,6 +32,73 @@ pub fn has_avx512f() -> bool {
     }
 }
 
+/// A vector extension a copy of a loop is compiled for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Width {
+    /// The x86-64 baseline (SSE2), or the only copy on other architectures.
+    Baseline,
+    Avx2,
+    Avx512,
+}
+
+impl Width {
+    /// The widest extension this CPU has.
+    pub fn widest() -> Self {
+        if has_avx512f() {
+            Width::Avx512
+        } else if has_avx2() {
+            Width::Avx2
+        } else {
+            Width::Baseline
+        }
+    }
+
+    /// Whether this CPU can run copies compiled for `self`.
+    pub fn supported(self) -> bool {
+        match self {
+            Width::Baseline => true,
+            Width::Avx2 => has_avx2(),
+            Width::Avx512 => has_avx512f(),
+        }
+    }
+}
+
+/// Runs `f` compiled for `width` (the baseline where the CPU lacks it). `f` should only call
+/// `#[inline(always)]` bodies, so that they are inlined into (and vectorised for) that copy.
+/// Every copy computes the same IEEE operations in the same order (Rust contracts no
+/// multiply-add on its own), so the same bits.
+#[inline(always)]
+pub fn at_width<R>(width: Width, f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if width.supported() {
+            match width {
+                // SAFETY: the CPU supports AVX-512F (`supported`, just above).
+                Width::Avx512 => return unsafe { avx512(f) },
+                // SAFETY: the CPU supports AVX2 (`supported`, just above).
+                Width::Avx2 => return unsafe { avx2(f) },
+                Width::Baseline => {}
+            }
+        }
+    }
+    let _ = width;
+    f()
+}
+
+/// [`at_width`] for the widest extension the CPU has.
+#[inline(always)]
+pub fn widest<R>(f: impl FnOnce() -> R) -> R {
+    at_width(Width::widest(), f)
+}
+
 /// Orders every earlier store of this thread, non-temporal ones included, before its later
 /// stores (an `sfence`): non-temporal stores are weakly ordered, and the atomics that hand a
 /// finished chunk back to another thread must not overtake them.

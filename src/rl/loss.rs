@@ -475,8 +475,8 @@ fn forward_rows<T: Real, const K: u8>(spec: PolicyLoss, inp: &Inputs) -> Result<
     })
 }
 
-/// [`forward_row_body`], compiled for AVX-512F or AVX2 where the CPU has it (the same IEEE
-/// operations in the same order, so the same bits: Rust contracts no multiply-add on its own).
+/// [`forward_row_body`] compiled for the widest vector extension the CPU has
+/// ([`crate::simd::widest`]: the same bits in every copy).
 fn forward_row<T: Real, const K: u8>(
     spec: PolicyLoss,
     o: &[T],
@@ -484,37 +484,10 @@ fn forward_row<T: Real, const K: u8>(
     a: &[T],
     w: &[T],
 ) -> RowSums {
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx512f() {
-        #[target_feature(enable = "avx512f")]
-        unsafe fn avx512<T: Real, const K: u8>(
-            spec: PolicyLoss,
-            o: &[T],
-            l: &[T],
-            a: &[T],
-            w: &[T],
-        ) -> RowSums {
-            forward_row_body::<T, K>(spec, o, l, a, w)
-        }
-        // SAFETY: the CPU supports AVX-512F (checked just above).
-        return unsafe { avx512::<T, K>(spec, o, l, a, w) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx2() {
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2<T: Real, const K: u8>(
-            spec: PolicyLoss,
-            o: &[T],
-            l: &[T],
-            a: &[T],
-            w: &[T],
-        ) -> RowSums {
-            forward_row_body::<T, K>(spec, o, l, a, w)
-        }
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { avx2::<T, K>(spec, o, l, a, w) };
-    }
-    forward_row_body::<T, K>(spec, o, l, a, w)
+    crate::simd::widest(
+        #[inline(always)]
+        || forward_row_body::<T, K>(spec, o, l, a, w),
+    )
 }
 
 /// One row's sums of the forward pass (old and new log-probs, advantages, mask).
@@ -666,7 +639,7 @@ fn backward_rows<T: Real, const K: u8>(
     Ok(out)
 }
 
-/// [`backward_row_body`], compiled for AVX-512F or AVX2 where the CPU has it (same bits, as
+/// [`backward_row_body`] compiled for the widest vector extension the CPU has (see
 /// [`forward_row`]).
 #[allow(clippy::too_many_arguments)]
 fn backward_row<T: Real, const K: u8>(
@@ -679,45 +652,10 @@ fn backward_row<T: Real, const K: u8>(
     c: T,
     seq: T,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx512f() {
-        #[target_feature(enable = "avx512f")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn avx512<T: Real, const K: u8>(
-            spec: PolicyLoss,
-            out: &mut [T],
-            o: &[T],
-            l: &[T],
-            a: &[T],
-            w: &[T],
-            c: T,
-            seq: T,
-        ) {
-            backward_row_body::<T, K>(spec, out, o, l, a, w, c, seq)
-        }
-        // SAFETY: the CPU supports AVX-512F (checked just above).
-        return unsafe { avx512::<T, K>(spec, out, o, l, a, w, c, seq) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx2() {
-        #[target_feature(enable = "avx2")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn avx2<T: Real, const K: u8>(
-            spec: PolicyLoss,
-            out: &mut [T],
-            o: &[T],
-            l: &[T],
-            a: &[T],
-            w: &[T],
-            c: T,
-            seq: T,
-        ) {
-            backward_row_body::<T, K>(spec, out, o, l, a, w, c, seq)
-        }
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { avx2::<T, K>(spec, out, o, l, a, w, c, seq) };
-    }
-    backward_row_body::<T, K>(spec, out, o, l, a, w, c, seq)
+    crate::simd::widest(
+        #[inline(always)]
+        || backward_row_body::<T, K>(spec, out, o, l, a, w, c, seq),
+    )
 }
 
 /// One row of the gradient: `c * m * dL/dlog_prob`, 0 under mask 0.
@@ -957,6 +895,8 @@ mod tests {
         assert!((t.grad + 2.0 * 0.1f64.exp()).abs() < 1e-12 && !t.clipped);
     }
 
+    use crate::simd::{at_width, Width};
+
     fn sums_bits(s: &RowSums) -> [u64; 6] {
         [s.loss, s.n, s.clipped, s.lower, s.neg_kl, s.seq].map(f64::to_bits)
     }
@@ -975,6 +915,12 @@ mod tests {
                 "kind {K} len {}",
                 o.len()
             );
+            for width in [Width::Avx2, Width::Avx512] {
+                if width.supported() {
+                    let s = at_width(width, || forward_row_body::<f32, K>(spec, o, l, a, w));
+                    assert_eq!(sums_bits(&s), sums_bits(&base), "{width:?} kind {K}");
+                }
+            }
             let (c, seq) = (0.37f32, fast.seq as f32);
             let (mut g1, mut g2) = (vec![0.0f32; o.len()], vec![0.0f32; o.len()]);
             backward_row::<f32, K>(spec, &mut g1, o, l, a, w, c, seq);

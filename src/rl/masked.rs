@@ -59,29 +59,18 @@ fn masked_sums_body<T: Real, const POW: u8>(x: &[T], m: &[T], center: f64) -> (f
     (fold(&s), fold(&n))
 }
 
-/// [`masked_sums_body`] compiled for AVX2 (the same IEEE operations in the same order: Rust
-/// fuses no multiply-add on its own, so the same bits as the baseline copy).
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn masked_sums_avx2<T: Real, const POW: u8>(x: &[T], m: &[T], center: f64) -> (f64, f64) {
-    masked_sums_body::<T, POW>(x, m, center)
-}
-
-/// [`masked_sums_body`], AVX2 where the CPU has it.
+/// [`masked_sums_body`], compiled for AVX2 where the CPU has it (the same bits:
+/// [`crate::simd::at_width`]).
 pub(crate) fn masked_sums_generic<T: Real, const POW: u8>(
     x: &[T],
     m: &[T],
     center: f64,
 ) -> (f64, f64) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx2() {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { masked_sums_avx2::<T, POW>(x, m, center) };
-    }
-    masked_sums_body::<T, POW>(x, m, center)
+    crate::simd::at_width(
+        crate::simd::Width::Avx2,
+        #[inline(always)]
+        || masked_sums_body::<T, POW>(x, m, center),
+    )
 }
 
 /// [`masked_sums_body`] for f32 written with AVX intrinsics (the compiler's own vectorisation
@@ -155,12 +144,7 @@ unsafe fn masked_sums_f32_avx<const POW: u8>(x: &[f32], m: &[f32], center: f64) 
         _mm256_storeu_pd(w.as_mut_ptr(), w_lo);
         _mm256_storeu_pd(w.as_mut_ptr().add(4), w_hi);
     }
-    for (l, (&xv, &mv)) in x[body..n].iter().zip(&m[body..n]).enumerate() {
-        let wv = f64::from(mv);
-        s[l] += masked_term::<POW>(f64::from(xv), wv, center);
-        w[l] += wv;
-    }
-    (fold(&s), fold(&w))
+    finish_f32::<POW>(&x[body..n], &m[body..n], center, s, w)
 }
 
 /// [`masked_sums_f32_avx`] with AVX-512: the 8 lanes are one register, and the mask select is
@@ -205,7 +189,19 @@ unsafe fn masked_sums_f32_avx512<const POW: u8>(x: &[f32], m: &[f32], center: f6
         _mm512_storeu_pd(s.as_mut_ptr(), sv);
         _mm512_storeu_pd(w.as_mut_ptr(), wv);
     }
-    for (l, (&xv, &mv)) in x[body..n].iter().zip(&m[body..n]).enumerate() {
+    finish_f32::<POW>(&x[body..n], &m[body..n], center, s, w)
+}
+
+/// The tail of the SIMD copies: the last `< LANES` elements into lanes `0..`, then the fold.
+#[inline(always)]
+fn finish_f32<const POW: u8>(
+    x: &[f32],
+    m: &[f32],
+    center: f64,
+    mut s: [f64; LANES],
+    mut w: [f64; LANES],
+) -> (f64, f64) {
+    for (l, (&xv, &mv)) in x.iter().zip(m).enumerate() {
         let wv = f64::from(mv);
         s[l] += masked_term::<POW>(f64::from(xv), wv, center);
         w[l] += wv;

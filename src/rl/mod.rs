@@ -391,77 +391,19 @@ fn map3_chunk<T: Real, F: Fn(T, T, T) -> T>(o: &mut [T], a: &[T], b: &[T], c: &[
     }
 }
 
-/// [`map2_chunk`] compiled for AVX2 (8 f32 lanes instead of SSE2's 4). Rust never fuses a
-/// multiply and an add on its own, so the wider copy computes the same IEEE operations in the
-/// same order: the same bits. (Non-temporal stores were tried here and lost: the inputs of
-/// these kernels are usually still in the cache, and so is the memory the output reuses.)
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn map2_chunk_avx2<T: Real, F: Fn(T, T) -> T>(o: &mut [T], a: &[T], b: &[T], f: &F) {
-    map2_chunk(o, a, b, f);
-}
-
-/// [`map3_chunk`] compiled for AVX2 (see [`map2_chunk_avx2`]).
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn map3_chunk_avx2<T: Real, F: Fn(T, T, T) -> T>(
-    o: &mut [T],
-    a: &[T],
-    b: &[T],
-    c: &[T],
-    f: &F,
-) {
-    map3_chunk(o, a, b, c, f);
-}
-
-/// [`map2_chunk`] compiled for AVX-512F (16 f32 lanes; the same bits, as [`map2_chunk_avx2`]).
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn map2_chunk_avx512<T: Real, F: Fn(T, T) -> T>(o: &mut [T], a: &[T], b: &[T], f: &F) {
-    map2_chunk(o, a, b, f);
-}
-
-/// [`map3_chunk`] compiled for AVX-512F (see [`map2_chunk_avx512`]).
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn map3_chunk_avx512<T: Real, F: Fn(T, T, T) -> T>(
-    o: &mut [T],
-    a: &[T],
-    b: &[T],
-    c: &[T],
-    f: &F,
-) {
-    map3_chunk(o, a, b, c, f);
-}
-
+/// [`map2_chunk`] compiled for the widest vector extension the CPU has
+/// ([`crate::simd::widest`]: 8 or 16 f32 lanes instead of SSE2's 4, the same bits). Non-temporal
+/// stores were tried here and lost: the inputs of these kernels are usually still in the cache,
+/// and so is the memory the output reuses.
 fn map2_chunk_dispatch<T: Real, F: Fn(T, T) -> T>(o: &mut [T], a: &[T], b: &[T], f: &F) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx512f() {
-        // SAFETY: the CPU supports AVX-512F (checked just above).
-        unsafe { map2_chunk_avx512(o, a, b, f) };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx2() {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        unsafe { map2_chunk_avx2(o, a, b, f) };
-        return;
-    }
-    map2_chunk(o, a, b, f);
+    crate::simd::widest(
+        #[inline(always)]
+        || map2_chunk(o, a, b, f),
+    )
 }
 
+/// [`map3_chunk`] compiled for the widest vector extension the CPU has (see
+/// [`map2_chunk_dispatch`]).
 fn map3_chunk_dispatch<T: Real, F: Fn(T, T, T) -> T>(
     o: &mut [T],
     a: &[T],
@@ -469,19 +411,10 @@ fn map3_chunk_dispatch<T: Real, F: Fn(T, T, T) -> T>(
     c: &[T],
     f: &F,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx512f() {
-        // SAFETY: the CPU supports AVX-512F (checked just above).
-        unsafe { map3_chunk_avx512(o, a, b, c, f) };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx2() {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        unsafe { map3_chunk_avx2(o, a, b, c, f) };
-        return;
-    }
-    map3_chunk(o, a, b, c, f);
+    crate::simd::widest(
+        #[inline(always)]
+        || map3_chunk(o, a, b, c, f),
+    )
 }
 
 /// Compute and output dtypes for a pair of float tensors of any (equal) shape on one device.
@@ -572,23 +505,16 @@ mod tests {
             let (mut want2, mut want3) = (vec![0.0f32; len], vec![0.0f32; len]);
             map2_chunk(&mut want2, &a, &b, &kl);
             map3_chunk(&mut want3, &a, &b, &c, &sel3);
-            #[cfg(target_arch = "x86_64")]
-            {
+            use crate::simd::{at_width, Width};
+            for width in [Width::Avx2, Width::Avx512] {
+                if !width.supported() {
+                    continue;
+                }
                 let mut o = vec![0.0f32; len];
-                if crate::simd::has_avx2() {
-                    // SAFETY: the CPU supports AVX2 (checked above).
-                    unsafe { map2_chunk_avx2(&mut o, &a, &b, &kl) };
-                    assert_eq!(bits(&o), bits(&want2), "avx2 map2 len {len}");
-                    unsafe { map3_chunk_avx2(&mut o, &a, &b, &c, &sel3) };
-                    assert_eq!(bits(&o), bits(&want3), "avx2 map3 len {len}");
-                }
-                if crate::simd::has_avx512f() {
-                    // SAFETY: the CPU supports AVX-512F (checked above).
-                    unsafe { map2_chunk_avx512(&mut o, &a, &b, &kl) };
-                    assert_eq!(bits(&o), bits(&want2), "avx512 map2 len {len}");
-                    unsafe { map3_chunk_avx512(&mut o, &a, &b, &c, &sel3) };
-                    assert_eq!(bits(&o), bits(&want3), "avx512 map3 len {len}");
-                }
+                at_width(width, || map2_chunk(&mut o, &a, &b, &kl));
+                assert_eq!(bits(&o), bits(&want2), "{width:?} map2 len {len}");
+                at_width(width, || map3_chunk(&mut o, &a, &b, &c, &sel3));
+                assert_eq!(bits(&o), bits(&want3), "{width:?} map3 len {len}");
             }
         }
     }
